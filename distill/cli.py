@@ -1,0 +1,113 @@
+"""The `distill` command line. Commands only parse options, build a config and call one function."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from distill.errors import DistillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distil big embedding models into small, fast, hierarchical students.")
+
+
+def handle_errors(fn):
+    """Turn user errors into one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DistillError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+TeacherOpt = Annotated[str, typer.Option("--teacher", "-t", help="Alias (see `distill teachers`), "
+                                                                 "Hugging Face id or local folder.")]
+
+
+@app.command()
+@handle_errors
+def teachers() -> None:
+    """List teacher aliases and whether each loads offline now."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from distill.teachers import list_teachers
+
+    table = Table("alias", "model", "offline")
+    for row in list_teachers():
+        table.add_row(str(row["alias"]), str(row["model"]), "yes" if row["offline"] else "no")
+    Console().print(table)
+
+
+@app.command()
+@handle_errors
+def targets(
+    corpus: Annotated[Path | None, typer.Option(help="Corpus: .txt, .jsonl, .csv, .parquet.")] = None,
+    out: Annotated[Path, typer.Option(help="Cache folder for target sets.")] = Path("runs/targets"),
+    teacher: TeacherOpt = "minilm",
+    kinds: Annotated[str, typer.Option(help="Comma list of vocab, text, token.")] = "text",
+    text_column: Annotated[str, typer.Option(help="Column holding the text (jsonl/csv/parquet).")] = "text",
+    pooling: Annotated[str | None, typer.Option(help="mean|cls|last|max (default: the teacher's).")] = None,
+    layer: Annotated[int, typer.Option(help="Hidden layer to use (-1: last).")] = -1,
+    max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per teacher forward pass.")] = 64,
+    shard_size: Annotated[int, typer.Option(help="Texts per shard (the unit of resumption).")] = 4096,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N texts.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: best available).")] = None,
+) -> None:
+    """Label a corpus (and/or the vocabulary) with the teacher into a resumable target cache."""
+    from accelerate import PartialState
+
+    from distill.pipeline.corpus import read_corpus
+    from distill.pipeline.targets import TargetKind, build_targets
+    from distill.teachers import load_teacher
+
+    wanted = [TargetKind(k) for k in _csv(kinds)]
+    texts, extra = None, {}
+    if any(k is not TargetKind.VOCAB for k in wanted):
+        if corpus is None:
+            raise DistillError("text and token targets need --corpus")
+        c = read_corpus(corpus, text_column=text_column, limit=limit)
+        texts, extra = c.texts, {"corpus": str(corpus), "n_empty": c.n_empty}
+        if c.n_empty:
+            logging.getLogger("distill").info("skipped %d empty lines in %s", c.n_empty, corpus)
+    state = PartialState()
+    t = load_teacher(teacher, device=device or (state.device if state.num_processes > 1 else None),
+                     pooling=pooling, layer=layer, max_length=max_length)
+    for kind in wanted:
+        folder = build_targets(t, kind, out, texts=texts, shard_size=shard_size, batch_size=batch_size,
+                               extra=extra)
+        if state.is_main_process:
+            typer.echo(f"{kind.value}: {folder}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""A teacher: a pretrained model that turns token ids or texts into dense target vectors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from distill.devices import autocast, resolve_device
+from distill.errors import DistillError
+from distill.teachers.pooling import Pooling, pool
+from distill.teachers.registry import TeacherSource, resolve_teacher
+
+logger = logging.getLogger(__name__)
+
+_WEIGHT_FILES = re.compile(r".*\.(safetensors|bin|pt|pth)$")
+_UNUSED_TOKEN = re.compile(r"^(\[unused\d+\]|<unused\d+>|<extra_id_\d+>|\[PAD\d*\])$")
+_ST_POOLING = {
+    "pooling_mode_cls_token": Pooling.CLS,
+    "pooling_mode_mean_tokens": Pooling.MEAN,
+    "pooling_mode_max_tokens": Pooling.MAX,
+    "pooling_mode_lasttoken": Pooling.LAST,
+}
+
+
+class TeacherKind(str, Enum):
+    ENCODER = "encoder"  # BERT family
+    DECODER = "decoder"  # GPT-2 / Llama family
+    SENTENCE_TRANSFORMERS = "sentence-transformers"
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """sha256 over every weights file of the folder (names and bytes), so changed weights change the key."""
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and _WEIGHT_FILES.match(p.name))
+    for p in files:
+        h.update(str(p.relative_to(folder)).encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _is_decoder(config) -> bool:
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    return bool(getattr(config, "is_decoder", False)) or "CausalLM" in archs or "LMHead" in archs or (
+        config.model_type in {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "qwen2", "qwen3",
+                              "phi", "phi3", "gemma", "gemma2", "gemma3", "olmo", "smollm3", "opt", "bloom"}
+    )
+
+
+def _read_st_folder(path: Path) -> tuple[Path, Pooling, bool, int | None]:
+    """Read a sentence-transformers folder: (transformer folder, pooling, normalize, max_seq_length)."""
+    modules = json.loads((path / "modules.json").read_text())
+    transformer_dir, pooling, normalize = path, Pooling.MEAN, False
+    for m in modules:
+        kind = m.get("type", "")
+        if kind.endswith("Transformer"):
+            transformer_dir = path / m.get("path", "")
+        elif kind.endswith("Pooling"):
+            cfg = json.loads((path / m["path"] / "config.json").read_text())
+            modes = [p for key, p in _ST_POOLING.items() if cfg.get(key)]
+            if len(modes) != 1:
+                raise DistillError(f"unsupported sentence-transformers pooling in {path}: {cfg}")
+            pooling = modes[0]
+        elif kind.endswith("Normalize"):
+            normalize = True
+        elif kind.endswith("Dense"):
+            raise DistillError(f"sentence-transformers Dense modules are not supported yet ({path})")
+    max_len = None
+    st_cfg = path / "sentence_bert_config.json"
+    if st_cfg.is_file():
+        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
+    return transformer_dir, pooling, normalize, max_len
+
+
+class Teacher:
+    """Wraps a Hugging Face model with its tokenizer, pooling and layer choice.
+
+    ``embed_*`` return raw pooled targets; ``encode`` follows the student contract (L2-normalized,
+    optional prefix ``dim``) so a teacher can be indexed and compared like any student.
+    """
+
+    def __init__(self, source: TeacherSource, model, tokenizer, kind: TeacherKind, pooling: Pooling,
+                 layer: int, normalize: bool, max_length: int, device: torch.device):
+        self.source, self.model, self.tokenizer = source, model, tokenizer
+        self.kind, self.pooling, self.layer, self.normalize = kind, pooling, layer, normalize
+        self.max_length, self.device = max_length, device
+        self._fingerprint: str | None = None
+        self._prefix, self._suffix = self._special_frame()
+
+    # ---- identity -------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self.source.path)
+        return self._fingerprint
+
+    def identity(self) -> dict:
+        """Everything that decides the teacher's outputs; part of every cache key."""
+        return {"name": self.source.name, "weights": self.fingerprint, "kind": self.kind.value,
+                "pooling": self.pooling.value, "layer": self.layer, "normalize": self.normalize,
+                "max_length": self.max_length, "dim": self.dim}
+
+    # ---- tokens ---------------------------------------------------------------------------------
+    def _special_frame(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after the content ([CLS] … [SEP], <s> …)."""
+        probe = "hello world"
+        bare = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        full = self.tokenizer(probe, add_special_tokens=True)["input_ids"]
+        for i in range(len(full) - len(bare) + 1):
+            if full[i:i + len(bare)] == bare:
+                return list(full[:i]), list(full[i + len(bare):])
+        return [], []
+
+    def frame(self, content: list[int]) -> list[int]:
+        return self._prefix + list(content) + self._suffix
+
+    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
+        """Token ids with special tokens, truncated to the model's limit; returns (ids, n_truncated)."""
+        room = self.max_length - len(self._prefix) - len(self._suffix)
+        bare = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        n_truncated = sum(len(ids) > room for ids in bare)
+        return [self.frame(ids[:room]) for ids in bare], n_truncated
+
+    def vocab(self) -> tuple[np.ndarray, list[str]]:
+        """Usable vocabulary: every token but the special and the never-trained ``[unusedN]`` ones."""
+        special = set(self.tokenizer.all_special_ids)
+        vocab = self.tokenizer.get_vocab()  # token string -> id
+        pairs = sorted((i, t) for t, i in vocab.items() if i not in special and not _UNUSED_TOKEN.match(t))
+        return np.array([i for i, _ in pairs], dtype=np.int64), [t for _, t in pairs]
+
+    # ---- forward --------------------------------------------------------------------------------
+    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        pad_id = self.tokenizer.pad_token_id
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        left = self.tokenizer.padding_side == "left"
+        for row, s in enumerate(seqs):
+            span = slice(width - len(s), width) if left else slice(0, len(s))
+            ids[row, span] = torch.tensor(s, dtype=torch.long)
+            mask[row, span] = 1
+        return ids, mask
+
+    @torch.inference_mode()
+    def forward(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One padded batch -> (pooled (B, D), hidden (B, T, D), mask (B, T)), float32 on CPU."""
+        ids, mask = self._pad(seqs)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with autocast(self.device):
+            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=self.layer != -1)
+        hidden = (out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]).float()
+        pooled = pool(hidden, mask, self.pooling)  # (B, D)
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled.cpu(), hidden.cpu(), mask.cpu()
+
+    def embed_ids(self, seqs: list[list[int]], batch_size: int = 64, with_tokens: bool = False,
+                  progress: bool = False, desc: str = "teacher"):
+        """Pooled vectors (N, D) for token-id sequences, in input order.
+
+        Sequences are sorted by length into batches so that padding stays small. With
+        ``with_tokens`` also returns the contextual states of every sequence, ragged: a flat
+        (sum of lengths, D) array and (N + 1,) offsets.
+        """
+        n = len(seqs)
+        pooled = np.empty((n, self.dim), dtype=np.float32)
+        states: list[np.ndarray | None] = [None] * n if with_tokens else []
+        order = sorted(range(n), key=lambda i: -len(seqs[i]))
+        left = self.tokenizer.padding_side == "left"
+        with tqdm(total=n, unit="text", desc=desc, disable=not progress, leave=False) as bar:
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                p, hidden, mask = self.forward([seqs[i] for i in idx])
+                pooled[idx] = p.numpy()
+                if with_tokens:
+                    width = hidden.shape[1]
+                    for row, i in enumerate(idx):
+                        span = slice(width - len(seqs[i]), width) if left else slice(0, len(seqs[i]))
+                        states[i] = hidden[row, span].numpy()
+                bar.update(len(idx))
+        if not with_tokens:
+            return pooled
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        flat = np.concatenate(states, axis=0) if n else np.empty((0, self.dim), np.float32)
+        return pooled, flat, offsets
+
+    def embed_texts(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        seqs, n_truncated = self.tokenize(texts)
+        if n_truncated:
+            logger.warning("%d of %d texts were longer than %d tokens and were truncated",
+                           n_truncated, len(texts), self.max_length)
+        return self.embed_ids(seqs, batch_size=batch_size, progress=progress)
+
+    def encode(self, texts: list[str], dim: int | None = None, batch_size: int = 64,
+               progress: bool = False) -> np.ndarray:
+        """Student-style contract: L2-normalized vectors, optionally the first ``dim`` dims re-normalized."""
+        if dim is not None and not 0 < dim <= self.dim:
+            raise DistillError(f"dim must be in 1..{self.dim} for this teacher, got {dim}")
+        x = self.embed_texts(list(texts), batch_size=batch_size, progress=progress)[:, :dim]
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    def vocab_targets(self, ids: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:
+        """The teacher's pooled output for each token alone, inside the model's special tokens: (V, D)."""
+        return self.embed_ids([self.frame([int(i)]) for i in ids], batch_size=batch_size,
+                              progress=progress, desc="vocab")
+
+    def input_embeddings(self, ids: np.ndarray) -> np.ndarray:
+        """Raw input-embedding rows of the given token ids: (V, D_in)."""
+        weight = self.model.get_input_embeddings().weight
+        return weight[torch.as_tensor(ids, device=weight.device)].detach().float().cpu().numpy()
+
+
+def load_teacher(spec: str | Path | None = None, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, pooling: str | Pooling | None = None, layer: int = -1,
+                 max_length: int | None = None) -> Teacher:
+    """Load a teacher from an alias, a Hugging Face id or a local folder.
+
+    :param pooling: ``mean``/``cls`` for encoders (default mean), ``last``/``mean`` for decoders
+        (default last: mean pooling lets a causal model's early tokens, which saw little, dominate).
+        Sentence-transformers folders use their own pooling and normalization unless overridden.
+    :param layer: which hidden layer to use (-1: the last).
+    :raises TeacherNotFoundError: when the model can be had neither locally nor from the hub.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    source = resolve_teacher(spec)
+    device = resolve_device(device)
+    model_dir, st_max_len, normalize = source.path, None, False
+    if (source.path / "modules.json").is_file():
+        kind = TeacherKind.SENTENCE_TRANSFORMERS
+        model_dir, default_pooling, normalize, st_max_len = _read_st_folder(source.path)
+    else:
+        config = AutoConfig.from_pretrained(source.path)
+        kind = TeacherKind.DECODER if _is_decoder(config) else TeacherKind.ENCODER
+        default_pooling = Pooling.LAST if kind is TeacherKind.DECODER else Pooling.MEAN
+    pooling = Pooling(pooling) if pooling is not None else default_pooling
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token_id is None:  # GPT-2 and Llama ship without a pad token
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModel.from_pretrained(model_dir, dtype=dtype or torch.float32).to(device).eval()
+    limits = [st_max_len, max_length, getattr(model.config, "max_position_embeddings", None)]
+    if 0 < tokenizer.model_max_length < 1_000_000:
+        limits.append(tokenizer.model_max_length)
+    n_layers = model.config.num_hidden_layers
+    if not -n_layers - 1 <= layer <= n_layers:
+        raise DistillError(f"layer {layer} out of range for a {n_layers}-layer teacher")
+    return Teacher(source, model, tokenizer, kind, pooling, layer, normalize,
+                   min(x for x in limits if x), device)
