@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
-from typing import ContextManager
 
 import torch
 
