@@ -23,7 +23,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Te
     if pooling is Pooling.MEAN:
         return (hidden * mask_f).sum(1) / mask_f.sum(1).clamp(min=1e-9)
     if pooling is Pooling.CLS:
-        return hidden[:, 0]
+        first = mask.long().argmax(dim=1)  # (B,) first real token: column 0 unless padded on the left
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
     if pooling is Pooling.LAST:
         positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)  # (B, T)
         last = (positions * mask.long()).argmax(dim=1)  # (B,)

@@ -159,8 +159,13 @@ class Teacher:
         """One padded batch -> (pooled (B, D), hidden (B, T, D), mask (B, T)), float32 on CPU."""
         ids, mask = self._pad(seqs)
         ids, mask = ids.to(self.device), mask.to(self.device)
+        kwargs = {}
+        if self.tokenizer.padding_side == "left":
+            # Models with absolute positions (GPT-2, BERT) count positions from column 0, so a
+            # left-padded text would start at position `width - len`: number real tokens from 0.
+            kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)  # (B, T)
         with autocast(self.device):
-            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=self.layer != -1)
+            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=self.layer != -1, **kwargs)
         hidden = (out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]).float()
         pooled = pool(hidden, mask, self.pooling)  # (B, D)
         if self.normalize:
@@ -247,7 +252,10 @@ def load_teacher(spec: str | Path | None = None, device: str | torch.device | No
         config = AutoConfig.from_pretrained(source.path)
         kind = TeacherKind.DECODER if _is_decoder(config) else TeacherKind.ENCODER
         default_pooling = Pooling.LAST if kind is TeacherKind.DECODER else Pooling.MEAN
-    pooling = Pooling(pooling) if pooling is not None else default_pooling
+    try:
+        pooling = Pooling(pooling) if pooling is not None else default_pooling
+    except ValueError:
+        raise DistillError(f"unknown pooling {pooling!r} (use one of {', '.join(p.value for p in Pooling)})") from None
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token_id is None:  # GPT-2 and Llama ship without a pad token
         tokenizer.pad_token = tokenizer.eos_token
