@@ -1,0 +1,191 @@
+"""Teachers: kinds, pooling, layers, truncation, vocabulary and fast failure for unknown specs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from distill.errors import DistillError, TeacherNotFoundError
+from distill.teachers import Pooling, TeacherKind, load_teacher
+from distill.teachers.pooling import pool
+from distill.teachers.registry import bundled_minilm_path
+
+TEXTS = [
+    "The cat sees a red house.",
+    "A dog",
+    "The old man paints three letters near the station and the river crosses the market again and again.",
+    "Our team answers the map?",
+    "The engineer builds the new machine with great care.",
+]
+
+
+def _hand_hidden(teacher, texts, layer=-1):
+    """Reference forward pass straight through the Hugging Face model: (hidden (B, T, D), mask (B, T))."""
+    batch = teacher.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        out = teacher.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            output_hidden_states=True)
+    return out.hidden_states[layer].float(), batch["attention_mask"]
+
+
+def test_minilm_matches_sentence_transformers():
+    from sentence_transformers import SentenceTransformer
+
+    teacher = load_teacher("minilm", device="cpu")
+    assert teacher.kind is TeacherKind.SENTENCE_TRANSFORMERS
+    assert (teacher.pooling, teacher.normalize, teacher.max_length, teacher.dim) == (Pooling.MEAN, True, 256, 384)
+    texts = TEXTS + ["word " * 400]  # one text past the 256-token limit: both truncate the same way
+    ours = teacher.embed_texts(texts, batch_size=4)
+    st = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
+    theirs = st.encode(texts, batch_size=4, convert_to_numpy=True)
+    assert ours.shape == theirs.shape == (len(texts), 384)
+    assert ours.dtype == np.float32
+    assert np.abs(ours - theirs).max() < 1e-5
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pool_last_and_cls_pick_real_tokens(side):
+    hidden = torch.arange(2 * 4, dtype=torch.float32).reshape(2, 4, 1)  # (B=2, T=4, D=1): value = flat position
+    if side == "right":
+        mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+        last, first = [1, 7], [0, 4]
+    else:
+        mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+        last, first = [3, 7], [2, 4]
+    assert pool(hidden, mask, Pooling.LAST).squeeze(-1).tolist() == last
+    assert pool(hidden, mask, Pooling.CLS).squeeze(-1).tolist() == first
+    assert pool(hidden, mask, Pooling.MEAN).squeeze(-1).tolist() == [(first[0] + last[0]) / 2, 5.5]
+    assert pool(hidden, mask, Pooling.MAX).squeeze(-1).tolist() == last
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_decoder_last_pooling_under_padding(fixture, side, request):
+    teacher = load_teacher(request.getfixturevalue(fixture), device="cpu")
+    teacher.tokenizer.padding_side = side
+    seqs, _ = teacher.tokenize(TEXTS)
+    assert len({len(s) for s in seqs}) > 2  # the batch really is padded
+    batched = teacher.embed_ids(seqs, batch_size=len(seqs))
+    for row, s in enumerate(seqs):
+        with torch.inference_mode():  # each sequence alone, no padding: its last token's state
+            alone = teacher.model(input_ids=torch.tensor([s])).last_hidden_state[0, -1].float().numpy()
+        np.testing.assert_allclose(batched[row], alone, atol=1e-5)
+    # the contextual states come back unpadded and in order, whichever side the pads were on
+    _, flat, offsets = teacher.embed_ids(seqs, batch_size=len(seqs), with_tokens=True)
+    np.testing.assert_allclose(flat[offsets[1:] - 1], batched, atol=1e-6)
+
+
+def test_decoders_default_to_last_pooling(tiny_gpt2_dir, tiny_llama_dir, tiny_bert_dir):
+    for folder in (tiny_gpt2_dir, tiny_llama_dir):
+        teacher = load_teacher(folder, device="cpu")
+        assert (teacher.kind, teacher.pooling) == (TeacherKind.DECODER, Pooling.LAST)
+        assert teacher.tokenizer.pad_token_id is not None
+    llama = load_teacher(tiny_llama_dir, device="cpu")
+    assert llama.tokenize(["a dog"])[0][0][0] == llama.tokenizer.bos_token_id  # <s> kept in front
+    bert = load_teacher(tiny_bert_dir, device="cpu")
+    assert (bert.kind, bert.pooling) == (TeacherKind.ENCODER, Pooling.MEAN)
+    assert load_teacher(tiny_gpt2_dir, device="cpu", pooling="mean").pooling is Pooling.MEAN
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_encoder_pooling_matches_hand_computation(tiny_bert_dir, pooling):
+    teacher = load_teacher(tiny_bert_dir, device="cpu", pooling=pooling)
+    hidden, mask = _hand_hidden(teacher, TEXTS)
+    if pooling == "cls":
+        expected = hidden[:, 0]
+    else:
+        m = mask.unsqueeze(-1).float()
+        expected = (hidden * m).sum(1) / m.sum(1)
+    ours = teacher.embed_texts(TEXTS, batch_size=2)
+    np.testing.assert_allclose(ours, expected.numpy(), atol=1e-5)
+    # and the two poolings really differ
+    other = load_teacher(tiny_bert_dir, device="cpu", pooling="cls" if pooling == "mean" else "mean")
+    assert np.abs(other.embed_texts(TEXTS) - ours).max() > 1e-3
+
+
+def test_encode_is_normalized_prefix(tiny_bert_dir):
+    teacher = load_teacher(tiny_bert_dir, device="cpu")
+    raw = teacher.embed_texts(TEXTS)
+    x = teacher.encode(TEXTS, dim=8)
+    assert x.shape == (len(TEXTS), 8)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(x, raw[:, :8] / np.linalg.norm(raw[:, :8], axis=1, keepdims=True), atol=1e-6)
+    with pytest.raises(DistillError, match="dim must be in 1..32"):
+        teacher.encode(TEXTS, dim=33)
+
+
+@pytest.mark.parametrize("spec", ["no-such-org/no-such-model-xyz", "./no/such/folder", "bert-large"])
+def test_unknown_teacher_fails_fast(spec):
+    start = time.monotonic()
+    with pytest.raises(TeacherNotFoundError) as info:
+        load_teacher(spec, device="cpu")
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert repr(spec) in message and "local model folder" in message
+    assert "\n" not in message
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(TeacherNotFoundError, match="has no config.json"):
+        load_teacher(tmp_path, device="cpu")
+
+
+def test_layer_selection(tiny_bert_dir):
+    last = load_teacher(tiny_bert_dir, device="cpu").embed_texts(TEXTS)
+    np.testing.assert_allclose(load_teacher(tiny_bert_dir, device="cpu", layer=2).embed_texts(TEXTS), last, atol=1e-6)
+    first = load_teacher(tiny_bert_dir, device="cpu", layer=1)
+    hidden, mask = _hand_hidden(first, TEXTS, layer=1)
+    m = mask.unsqueeze(-1).float()
+    np.testing.assert_allclose(first.embed_texts(TEXTS), ((hidden * m).sum(1) / m.sum(1)).numpy(), atol=1e-5)
+    assert np.abs(first.embed_texts(TEXTS) - last).max() > 1e-3
+    assert first.identity()["layer"] == 1
+    with pytest.raises(DistillError, match="layer 3 out of range for a 2-layer teacher"):
+        load_teacher(tiny_bert_dir, device="cpu", layer=3)
+
+
+def test_unknown_pooling_is_a_user_error(tiny_bert_dir):
+    with pytest.raises(DistillError, match="unknown pooling 'avg'"):
+        load_teacher(tiny_bert_dir, device="cpu", pooling="avg")
+
+
+def test_long_texts_are_truncated_and_counted(tiny_bert_dir, caplog):
+    teacher = load_teacher(tiny_bert_dir, device="cpu", max_length=12)
+    assert teacher.max_length == 12
+    texts = ["a dog", "the cat sees the long bridge " * 10, "an apple " * 6]
+    seqs, n_truncated = teacher.tokenize(texts)
+    assert n_truncated == 2
+    assert [len(s) for s in seqs] == [4, 12, 12]
+    cls, sep = teacher.tokenizer.cls_token_id, teacher.tokenizer.sep_token_id
+    assert all(s[0] == cls and s[-1] == sep for s in seqs)
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        x = teacher.embed_texts(texts)
+    assert x.shape == (3, 32) and np.isfinite(x).all()
+    assert "2 of 3 texts were longer than 12 tokens" in caplog.text
+    # the model's own limit (64 positions here) applies without max_length
+    assert load_teacher(tiny_bert_dir, device="cpu").max_length == 64
+
+
+def test_vocab_excludes_special_and_unused_tokens(tiny_bert_dir):
+    teacher = load_teacher(tiny_bert_dir, device="cpu")
+    ids, strings = teacher.vocab()
+    full = teacher.tokenizer.get_vocab()
+    assert len(ids) == len(strings) == len(full) - 8  # 5 special + 3 [unusedN]
+    assert not {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "[unused2]"} & set(strings)
+    assert {"cat", "##a", "?"} <= set(strings)
+    assert all(full[t] == i for i, t in zip(ids, strings, strict=True))
+    assert (np.diff(ids) > 0).all()
+    frame = teacher.frame([int(ids[0])])
+    assert frame == [teacher.tokenizer.cls_token_id, int(ids[0]), teacher.tokenizer.sep_token_id]
+
+
+def test_minilm_vocab_drops_unused():
+    teacher = load_teacher("minilm", device="cpu")
+    ids, strings = teacher.vocab()
+    n_unused = sum(t.startswith("[unused") for t in teacher.tokenizer.get_vocab())
+    assert n_unused == 994
+    assert len(ids) == 30522 - n_unused - 5
+    assert not any(t.startswith("[unused") or t in {"[CLS]", "[SEP]", "[PAD]"} for t in strings)
