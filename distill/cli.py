@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from distill.errors import DistillError
+from distill.index.cli import compare, index_app, query
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil big embedding models into small, fast, hierarchical students.")
@@ -103,6 +104,11 @@ def targets(
                                extra=extra)
         if state.is_main_process:
             typer.echo(f"{kind.value}: {folder}")
+
+
+app.add_typer(index_app, name="index")
+app.command()(query)
+app.command()(compare)
 
 
 def main() -> None:

@@ -1,0 +1,204 @@
+"""CLI commands of the index package: `distill index build|add`, `distill query`, `distill compare`.
+
+They only parse options and call one function of the package; `distill/cli.py` registers them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from distill.index.build import IndexType
+
+index_app = typer.Typer(no_args_is_help=True, help="Build and extend FAISS indexes of a corpus, one per prefix size.")
+
+
+def _handle_errors(fn):
+    """distill.cli.handle_errors, imported when the command runs (distill.cli imports this module)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from distill.cli import handle_errors
+
+        return handle_errors(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+def _dims(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        from distill.errors import DistillError
+
+        raise DistillError(f"--dims takes comma-separated integers such as 64,256, got {value!r}") from None
+
+
+def _read_texts(path: Path, text_column: str, limit: int | None = None) -> list[str]:
+    from distill.pipeline.corpus import read_corpus
+
+    return read_corpus(path, text_column=text_column, limit=limit).texts
+
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Student folder, or teacher alias / HF id / folder.")]
+CorpusOpt = Annotated[Path, typer.Option(help="Corpus: .txt (one text per line), .jsonl, .csv, .parquet.")]
+TextColumnOpt = Annotated[str, typer.Option(help="Column holding the text (jsonl/csv/parquet).")]
+BatchOpt = Annotated[int, typer.Option(help="Texts per encode batch.")]
+
+
+@index_app.command("build")
+@_handle_errors
+def build(
+    model: ModelOpt,
+    corpus: CorpusOpt,
+    out: Annotated[Path, typer.Option(help="Index folder to write.")],
+    dims: Annotated[str | None, typer.Option(help="Prefix sizes to index, e.g. 64,256 (default: the model's).")] = None,
+    index_type: Annotated[IndexType, typer.Option(help="auto: flat below 1M vectors, hnsw, ivfpq past 5M.")] = (
+        IndexType.AUTO),
+    text_column: TextColumnOpt = "text",
+    limit: Annotated[int | None, typer.Option(help="Index only the first N texts.")] = None,
+    batch_size: BatchOpt = 64,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index folder.")] = False,
+) -> None:
+    """Embed a corpus and build one FAISS index per prefix size, with a docstore and a manifest."""
+    from distill.index.build import build_index
+    from distill.index.models import load_model
+
+    texts = _read_texts(corpus, text_column, limit)
+    m = build_index(load_model(model), texts, out, dims=_dims(dims), index_type=index_type, spec=model,
+                    batch_size=batch_size, progress=True, overwrite=overwrite)
+    typer.echo(f"{out}: {m.count} texts, {m.index_type} index at dims {','.join(map(str, m.dims))}")
+    for d, r in m.recall_at_10.items():
+        typer.echo(f"  dim {d}: recall@10 {r:.3f} against exact search")
+
+
+@index_app.command("add")
+@_handle_errors
+def add(
+    corpus: CorpusOpt,
+    index: Annotated[Path, typer.Option(help="Index folder to extend.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the one in the manifest).")] = (
+        None),
+    text_column: TextColumnOpt = "text",
+    batch_size: BatchOpt = 64,
+) -> None:
+    """Append the texts of a corpus to an index without rebuilding it; existing ids do not change."""
+    from distill.index.build import add_to_index
+    from distill.index.models import load_model
+    from distill.index.store import Manifest
+
+    spec = model or Manifest.load(index).model_spec
+    first, count = add_to_index(index, load_model(spec), _read_texts(corpus, text_column), batch_size=batch_size,
+                                progress=True)
+    typer.echo(f"{index}: added ids {first}..{count - 1}, {count} texts in all")
+
+
+@_handle_errors
+def query(
+    index: Annotated[Path, typer.Option(help="Index folder (from `distill index build`).")],
+    text: Annotated[list[str] | None, typer.Argument(help="Query text(s).")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Neighbours per query.")] = 10,
+    dim: Annotated[int | None, typer.Option(help="Prefix size to search (default: the widest).")] = None,
+    funnel: Annotated[str | None, typer.Option(help="SMALL:LARGE, e.g. 64:256: shortlist with the small prefix, "
+                                                    "re-rank at the large one.")] = None,
+    shortlist: Annotated[int | None, typer.Option(help="Funnel candidates (default: max(10k, 100)).")] = None,
+    queries: Annotated[Path | None, typer.Option(help="File of queries (one per line, or a corpus file).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the one in the manifest).")] = (
+        None),
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    text_column: TextColumnOpt = "text",
+) -> None:
+    """Search an index: a ranked table (rank, score, id, text) per query."""
+    from distill.errors import DistillError
+    from distill.index.models import load_model
+    from distill.index.query import Funnel, query_index
+    from distill.index.store import Manifest
+
+    texts = list(text or []) + (_read_texts(queries, text_column) if queries else [])
+    if not texts:
+        raise DistillError("give a query text or --queries FILE")
+    if dim is not None and funnel:
+        raise DistillError("pass either --dim or --funnel, not both")
+    spec = model or Manifest.load(index).model_spec
+    results = query_index(index, texts, load_model(spec), k=k, dim=dim,
+                          funnel=Funnel.parse(funnel, shortlist) if funnel else None)
+    if json_out:
+        typer.echo(json.dumps(results, ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    for res in results:
+        table = Table("rank", "score", "id", "text", title=escape(res["query"]), title_justify="left")
+        for hit in res["hits"]:
+            table.add_row(str(hit["rank"]), f"{hit['score']:.4f}", str(hit["id"]), escape(hit["text"]))
+        console.print(table)
+
+
+@_handle_errors
+def compare(
+    teacher: Annotated[str, typer.Option("--teacher", "-t", help="Teacher alias, HF id or folder (the reference).")],
+    student: Annotated[str, typer.Option("--student", "-s", help="Student folder (or any model spec).")],
+    corpus: CorpusOpt,
+    k: Annotated[int, typer.Option("-k", "--k", help="Neighbours for overlap and mutual-kNN.")] = 10,
+    dims: Annotated[str | None, typer.Option(help="Prefix sizes, e.g. 32,64,128 (default: the student's).")] = None,
+    limit: Annotated[int, typer.Option(help="Compare on the first N texts (exact kNN is N^2).")] = 5000,
+    pairs: Annotated[int, typer.Option(help="Random pairs for the Spearman correlation.")] = 20_000,
+    examples: Annotated[int, typer.Option(help="Queries whose lost/gained neighbours are shown.")] = 3,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    csv: Annotated[Path | None, typer.Option(help="Also write the metrics table to this CSV (for plots).")] = None,
+    text_column: TextColumnOpt = "text",
+    batch_size: BatchOpt = 64,
+) -> None:
+    """Compare the student's meaning space with the teacher's, prefix size by prefix size.
+
+    Metrics against the teacher's full width: neighbour overlap@k, Spearman of pairwise similarities,
+    linear CKA, mutual-kNN; the teacher's own truncated prefixes are the baseline a student must beat.
+    """
+    from distill.index.compare import compare_models
+    from distill.index.models import load_model
+
+    texts = _read_texts(corpus, text_column, limit)
+    report = compare_models(load_model(teacher), load_model(student), texts, dims=_dims(dims), k=k, n_pairs=pairs,
+                            n_examples=examples, batch_size=batch_size, progress=not json_out)
+    if csv is not None:
+        import pandas as pd
+
+        pd.DataFrame(report["rows"]).to_csv(csv, index=False)
+    if json_out:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    _print_comparison(report)
+
+
+def _print_comparison(report: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    ref = report["reference"]
+    table = Table("model", "dim", f"overlap@{report['k']}", "spearman", "cka", "mutual-kNN",
+                  title=f"against {ref['model'].get('name')} at {ref['dim']} dims, {ref['n_texts']} texts",
+                  title_justify="left")
+    for r in report["rows"]:
+        table.add_row(r["model"], str(r["dim"]), f"{r['overlap']:.3f}", f"{r['spearman']:.3f}", f"{r['cka']:.3f}",
+                      f"{r['mutual_knn']:.3f}")
+    console.print(table)
+    if report["examples"]:
+        widest = report["examples"][-1]
+        console.print(f"\nneighbours lost and gained by the student at {widest['dim']} dims:")
+        for q in widest["queries"]:
+            console.print(f"[bold]{escape(q['text'])}[/bold]")
+            for t in q["lost"]:
+                console.print(f"  [red]- {escape(t)}[/red]")
+            for t in q["gained"]:
+                console.print(f"  [green]+ {escape(t)}[/green]")

@@ -1,0 +1,83 @@
+# ruff: noqa: E741  (faiss names: D scores, I ids)
+"""Querying an index folder with texts: exact or approximate search at one prefix size, or funnel search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from distill.errors import DistillError
+from distill.index.errors import IndexMismatchError
+from distill.index.models import EmbeddingModel, model_identity
+from distill.index.search import funnel_search, normalize_prefix
+from distill.index.store import IndexFolder
+
+
+@dataclass(frozen=True)
+class Funnel:
+    d_small: int  # prefix size of the shortlist search
+    d_large: int  # prefix size of the re-ranking
+    shortlist: int | None = None  # candidates kept by the small prefix (default: default_shortlist(k))
+
+    @classmethod
+    def parse(cls, text: str, shortlist: int | None = None) -> Funnel:
+        """``"64:256"`` -> Funnel(64, 256). :raises DistillError: anything else."""
+        try:
+            small, large = (int(p) for p in text.split(":"))
+        except ValueError:
+            raise DistillError(f"--funnel takes SMALL:LARGE prefix sizes such as 64:256, got {text!r}") from None
+        if not 0 < small < large:
+            raise DistillError(f"--funnel {text}: the shortlist prefix must be smaller than the re-ranking one")
+        return cls(small, large, shortlist)
+
+
+def default_shortlist(k: int) -> int:
+    return max(10 * k, 100)
+
+
+def search_index(ix: IndexFolder, xq: np.ndarray, k: int = 10, dim: int | None = None,
+                 funnel: Funnel | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Search an opened index with query vectors ``xq`` (nq, >= dim), normalized: D, I of shape (nq, k).
+
+    :raises IndexMismatchError: a dim the index does not hold, or queries narrower than needed.
+    """
+    m = ix.manifest
+    xq = np.atleast_2d(np.asarray(xq, dtype=np.float32))
+    need = funnel.d_large if funnel else (dim or m.width)
+    if xq.shape[1] < need:
+        raise IndexMismatchError(f"queries have {xq.shape[1]} dims but this search needs {need}; "
+                                 "encode them with the model the index was built with")
+    if funnel:
+        m.check_dim(funnel.d_small)
+        if funnel.d_large > m.width:
+            raise IndexMismatchError(f"--funnel re-ranks at {funnel.d_large} dims but the index stores only "
+                                     f"{m.width}")
+        return funnel_search(ix.index(funnel.d_small), ix.xb, xq, k, funnel.d_small, funnel.d_large,
+                             funnel.shortlist or default_shortlist(k))
+    d = dim or m.width
+    return ix.index(d).search(normalize_prefix(xq, d), k)
+
+
+def query_index(folder: str | Path, texts: list[str], model: EmbeddingModel, k: int = 10, dim: int | None = None,
+                funnel: Funnel | None = None, batch_size: int = 64) -> list[dict]:
+    """Embed ``texts`` with ``model`` (checked against the manifest) and return, per text, its ranked hits.
+
+    Each result is ``{"query": text, "hits": [{"rank", "score", "id", "text"}, ...]}``.
+    :raises IndexMismatchError: another model than the index was built with, or a dim it does not hold.
+    """
+    if not texts:
+        raise DistillError("no query texts")
+    with IndexFolder(folder) as ix:
+        m = ix.manifest
+        m.check_model(model_identity(model))
+        if dim is not None:
+            m.check_dim(dim)
+        xq = normalize_prefix(np.asarray(model.encode(list(texts), batch_size=batch_size), dtype=np.float32),
+                              m.width)
+        D, I = search_index(ix, xq, k=min(k, m.count), dim=dim, funnel=funnel)
+        docs = ix.docs.get(I)
+    return [{"query": text, "hits": [{"rank": r + 1, "score": float(s), "id": int(i), "text": docs[int(i)]}
+                                     for r, (s, i) in enumerate(zip(D[q], I[q], strict=True)) if i >= 0]}
+            for q, text in enumerate(texts)]

@@ -1,0 +1,91 @@
+# ruff: noqa: E741  (faiss names: D scores, I ids)
+"""Nearest-neighbour search on numpy arrays: exact kNN, recall, and funnel (Matryoshka) search.
+
+Functions take and return numpy arrays with the faiss-contrib names: ``xb`` database vectors,
+``xq`` queries, ``k`` neighbours, ``d`` a prefix size, ``D`` scores and ``I`` ids (-1: no result).
+All vectors are L2-normalized, so inner product is cosine similarity.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+_RERANK_CHUNK = 256  # queries per re-ranking step: bounds the (q, shortlist, d) gather in memory
+
+
+def normalize_prefix(x: np.ndarray, d: int | None = None) -> np.ndarray:
+    """The first ``d`` dims of each row, re-normalized to unit length: (N, d) float32."""
+    x = np.ascontiguousarray(x[:, :d], dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product kNN of ``xq`` in ``xb`` (IndexFlatIP): D, I of shape (nq, k)."""
+    index = faiss.IndexFlatIP(xb.shape[1])
+    index.add(np.ascontiguousarray(xb, dtype=np.float32))
+    return index.search(np.ascontiguousarray(xq, dtype=np.float32), k)
+
+
+def self_knn(xb: np.ndarray, k: int) -> np.ndarray:
+    """The k nearest other rows of each row of ``xb`` (itself excluded): I of shape (N, k)."""
+    _, I = knn(xb, xb, k + 1)
+    rows = np.arange(len(xb))[:, None]
+    # the row itself is usually first, but ties (duplicates) can put it elsewhere or push it out
+    keep = I != rows
+    out = np.empty((len(xb), k), dtype=np.int64)
+    for i in range(len(xb)):
+        out[i] = I[i][keep[i]][:k]
+    return out
+
+
+def recall_at_k(I_true: np.ndarray, I: np.ndarray, k: int | None = None) -> float:
+    """Mean fraction of the true top-k ids found in the top-k of ``I`` (order ignored)."""
+    k = k or I_true.shape[1]
+    hits = (I[:, :k, None] == I_true[:, None, :k]) & (I_true[:, None, :k] >= 0)
+    return float(hits.any(axis=2).sum() / (len(I_true) * k))
+
+
+def rerank(xq: np.ndarray, xb: np.ndarray, I0: np.ndarray, k: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score candidate ids ``I0`` (nq, s) with the ``d``-dim prefixes of ``xb`` and keep the best k.
+
+    :param xq: queries of at least ``d`` dims (re-normalized at ``d`` here).
+    :param xb: database vectors of at least ``d`` dims, as stored (any array-like indexable by rows).
+    """
+    nq, s = I0.shape
+    k_out = min(k, s)
+    D = np.full((nq, k), -np.inf, dtype=np.float32)
+    I = np.full((nq, k), -1, dtype=np.int64)
+    q = normalize_prefix(xq, d)
+    for start in range(0, nq, _RERANK_CHUNK):
+        cand = I0[start:start + _RERANK_CHUNK]  # (c, s)
+        valid = cand >= 0
+        xc = np.asarray(xb[np.where(valid, cand, 0).ravel(), :d], dtype=np.float32).reshape(*cand.shape, d)
+        xc /= np.maximum(np.linalg.norm(xc, axis=2, keepdims=True), 1e-12)  # (c, s, d)
+        scores = np.matmul(xc, q[start:start + _RERANK_CHUNK, :, None])[..., 0]  # (c, s)
+        scores[~valid] = -np.inf
+        if k_out < s:
+            top = np.argpartition(-scores, k_out - 1, axis=1)[:, :k_out]
+        else:
+            top = np.tile(np.arange(s), (len(cand), 1))
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        D[start:start + len(cand), :k_out] = np.take_along_axis(scores, top, axis=1)
+        ids = np.take_along_axis(cand, top, axis=1)
+        I[start:start + len(cand), :k_out] = np.where(np.isfinite(D[start:start + len(cand), :k_out]), ids, -1)
+    return D, I
+
+
+def funnel_search(index_small: faiss.Index, xb: np.ndarray, xq: np.ndarray, k: int, d_small: int, d_large: int,
+                  shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+    """Matryoshka retrieval: shortlist with the ``d_small`` prefix index, re-rank at ``d_large`` dims.
+
+    :param index_small: a faiss index over the ``d_small``-dim normalized prefixes of ``xb``.
+    :param xb: the stored database vectors, at least ``d_large`` dims wide.
+    :param xq: queries, at least ``d_large`` dims wide.
+    :param shortlist: how many candidates the small prefix keeps (at least ``k``).
+    """
+    shortlist = max(shortlist, k)
+    _, I0 = index_small.search(normalize_prefix(xq, d_small), shortlist)
+    return rerank(xq, xb, I0, k, d_large)
