@@ -1,0 +1,107 @@
+"""Quality numbers for any model with ``encode(texts, dim)``: STS Spearman and agreement with a teacher."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+
+from distill.errors import DistillError
+
+
+@dataclass(frozen=True)
+class Pairs:
+    first: list[str]
+    second: list[str]
+    scores: np.ndarray  # (N,) gold similarity
+
+
+def read_pairs(path: str | Path) -> Pairs:
+    """STS-B format (tab-separated, score in field 5, sentences in 6-7) or .jsonl/.csv with
+    ``sentence1, sentence2, score`` columns.
+
+    :raises DistillError: on a missing file, an unparsable score or no pairs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"pairs file {path} does not exist")
+    first, second, scores = [], [], []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix == ".jsonl":
+        rows = [json.loads(ln) for ln in lines if ln.strip()]
+    elif path.suffix == ".csv" and lines and "sentence1" in lines[0] and "\t" not in lines[0]:
+        rows = list(csv.DictReader(lines))
+    else:  # STS-B: split on tabs (quotes inside sentences break csv readers)
+        rows = []
+        for n, ln in enumerate(lines, start=1):
+            fields = ln.split("\t")
+            if len(fields) < 7:
+                raise DistillError(f"{path}: line {n} has {len(fields)} tab-separated fields, STS-B needs 7")
+            rows.append({"score": fields[4], "sentence1": fields[5], "sentence2": fields[6]})
+    for n, row in enumerate(rows, start=1):
+        try:
+            scores.append(float(row["score"]))
+            first.append(str(row["sentence1"]))
+            second.append(str(row["sentence2"]))
+        except (KeyError, ValueError) as e:
+            raise DistillError(f"{path}: row {n} needs sentence1, sentence2 and a numeric score ({e})") from e
+    if not scores:
+        raise DistillError(f"{path} holds no pairs")
+    return Pairs(first, second, np.asarray(scores, dtype=np.float64))
+
+
+def sts_scores(model, pairs: Pairs, dims: list[int | None], batch_size: int = 256) -> dict[str, dict]:
+    """Spearman and Pearson (x100) of cosine similarity vs gold scores, per prefix size."""
+    texts = sorted(set(pairs.first) | set(pairs.second))
+    row = {t: i for i, t in enumerate(texts)}
+    full = model.encode(texts, batch_size=batch_size)  # (U, D), normalized
+    a, b = [row[t] for t in pairs.first], [row[t] for t in pairs.second]
+    out = {}
+    for d in dims:
+        x = full[:, :d]
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        cos = np.sum(x[a] * x[b], axis=1)
+        out[str(d or full.shape[1])] = {"spearman": 100 * float(spearmanr(cos, pairs.scores).statistic),
+                                        "pearson": 100 * float(pearsonr(cos, pairs.scores).statistic)}
+    return out
+
+
+def truncate(x: np.ndarray, d: int) -> np.ndarray:
+    x = np.ascontiguousarray(x[:, :d], dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn(x: np.ndarray, k: int) -> np.ndarray:
+    """Exact k nearest neighbours of every row among the rows (itself excluded), by cosine: (N, k) ids."""
+    import faiss
+
+    x = truncate(x, x.shape[1])
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    _, I = index.search(x, k + 1)
+    return I[:, 1:]
+
+
+def overlap_at_k(x_student: np.ndarray, x_teacher: np.ndarray, k: int = 10) -> float:
+    """Mean fraction of each text's k teacher neighbours that are among its k student neighbours."""
+    a, b = knn(x_student, k), knn(x_teacher, k)
+    return float(np.mean([len(set(r) & set(s)) / k for r, s in zip(a, b)]))
+
+
+def similarity_spearman(x_student: np.ndarray, x_teacher: np.ndarray, n_pairs: int = 20000, seed: int = 0) -> float:
+    """Spearman of cosine similarities over random pairs of texts, student vs teacher."""
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, len(x_student), n_pairs), rng.integers(0, len(x_student), n_pairs)
+    keep = i != j
+    s, t = truncate(x_student, x_student.shape[1]), truncate(x_teacher, x_teacher.shape[1])
+    return float(spearmanr(np.sum(s[i[keep]] * s[j[keep]], 1), np.sum(t[i[keep]] * t[j[keep]], 1)).statistic)
+
+
+def agreement(x_student: np.ndarray, x_teacher: np.ndarray, dims: list[int], k: int = 10) -> dict[str, dict]:
+    """Per prefix size: overlap@k and similarity Spearman of the student prefix vs the full teacher."""
+    return {str(d): {f"overlap@{k}": overlap_at_k(truncate(x_student, d), x_teacher, k),
+                     "sim_spearman": similarity_spearman(truncate(x_student, d), x_teacher)} for d in dims}

@@ -1,0 +1,49 @@
+"""PCA rotation of the teacher space: leading components first, so prefixes hold the most of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class PCARotation:
+    components: np.ndarray  # (D_t, D_t) orthonormal columns, ordered by explained variance, descending
+    explained: np.ndarray  # (D_t,) variance along each column
+    mean: np.ndarray  # (D_t,) subtracted before rotating when centered (zeros otherwise)
+    whiten: bool = False
+
+    @classmethod
+    def fit(cls, x: np.ndarray, center: bool = False, whiten: bool = False) -> PCARotation:
+        """Fit on (N, D_t) teacher vectors.
+
+        Uncentered by default: the rotation then preserves every cosine of the teacher at full width,
+        and the leading columns keep the largest share of each vector's norm (what a prefix needs).
+        """
+        x = np.asarray(x, dtype=np.float64)
+        mean = x.mean(0) if center else np.zeros(x.shape[1])
+        xc = x - mean
+        moment = xc.T @ xc / max(len(x), 1)  # (D_t, D_t)
+        eigval, eigvec = np.linalg.eigh(moment)
+        order = np.argsort(eigval)[::-1]
+        eigvec = eigvec[:, order]
+        eigvec *= np.sign(eigvec[np.abs(eigvec).argmax(0), range(eigvec.shape[1])])  # deterministic signs
+        return cls(eigvec.astype(np.float32), np.clip(eigval[order], 0, None).astype(np.float32),
+                   mean.astype(np.float32), whiten)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        y = (np.asarray(x, dtype=np.float32) - self.mean) @ self.components  # (N, D_t)
+        if self.whiten:
+            y = y / np.sqrt(self.explained + 1e-8)
+        return y.astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, components=self.components, explained=self.explained, mean=self.mean,
+                 whiten=np.array(self.whiten))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PCARotation:
+        z = np.load(path)
+        return cls(z["components"], z["explained"], z["mean"], bool(z["whiten"]))

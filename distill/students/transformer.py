@@ -1,0 +1,96 @@
+"""The transformer student: a small bidirectional encoder over the teacher's tokenizer.
+
+Token states go through one linear head to ``dim``; the text vector is the masked mean of the
+projected token states (the head is linear, so it commutes with the mean), which lets the same
+head serve the token-level and the text-level losses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from torch import nn
+
+from distill.students.base import Student, StudentConfig
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with SDPA attention."""
+
+    def __init__(self, width: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, c)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, T, c)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.mlp(self.ln2(x))
+
+
+class TransformerStudent(Student):
+    kind = "transformer"
+
+    def __init__(self, config: StudentConfig, tokenizer: Tokenizer):
+        super().__init__(config, tokenizer)
+        c = config
+        self.token_embedding = nn.Embedding(c.vocab_size, c.width)
+        self.position_embedding = nn.Embedding(c.max_length, c.width)
+        self.blocks = nn.ModuleList(Block(c.width, c.n_heads) for _ in range(c.n_layers))
+        self.ln_f = nn.LayerNorm(c.width)
+        self.head = nn.Linear(c.width, c.dim)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        seqs = [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+        limit = self.config.max_length
+        # keep the closing special token when truncating, as the teacher's tokenizer does
+        return [s if len(s) <= limit else s[:limit - 1] + s[-1:] for s in seqs]
+
+    def token_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, T, D) projected token states."""
+        T = ids.shape[1]
+        x = self.token_embedding(ids) + self.position_embedding(torch.arange(T, device=ids.device))  # (B, T, W)
+        attn = mask.bool()[:, None, None, :]  # (B, 1, 1, T): every query attends to real keys only
+        for block in self.blocks:
+            x = block(x, attn)
+        return self.head(self.ln_f(x))  # (B, T, D)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (pooled (B, D), token states (B, T, D))."""
+        states = self.token_states(ids, mask)
+        m = mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+        return (states * m).sum(1) / m.sum(1).clamp(min=1.0), states
+
+    def pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(1, max(len(s) for s in seqs))
+        ids = torch.full((len(seqs), width), self.config.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[row, : len(s)] = 1
+        return ids, mask
+
+    @torch.inference_mode()
+    def embed_ids(self, seqs: list[list[int]], batch_size: int = 128) -> np.ndarray:
+        device = next(self.parameters()).device
+        out = np.zeros((len(seqs), self.dim), dtype=np.float32)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # length-sorted: little padding
+        was_training = self.training
+        self.eval()
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ids, mask = self.pad([seqs[i] for i in idx])
+            pooled, _ = self(ids.to(device), mask.to(device))
+            out[idx] = pooled.float().cpu().numpy()
+        self.train(was_training)
+        return out
