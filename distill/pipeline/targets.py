@@ -157,13 +157,22 @@ def build_targets(teacher: Teacher, kind: TargetKind | str, out: str | Path, tex
     key = cache_key(teacher, kind, digest, shard_size)
     folder = Path(out) / f"{kind.value}-{key}"
     manifest_path = folder / "manifest.json"
-    if manifest_path.is_file():
-        logger.info("reusing cached %s targets in %s", kind.value, folder)
-        return folder
-    state = PartialState()
-    folder.mkdir(parents=True, exist_ok=True)
     n_shards = (len(items) + shard_size - 1) // shard_size
     names = [f"shard-{s:05d}" for s in range(n_shards)]
+    state = PartialState()
+    if manifest_path.is_file():
+        # Checksums are cheap next to a forward pass: verify them, so a shard corrupted after the
+        # set was complete is redone instead of being served. Every rank sees the same files and
+        # takes the same branch.
+        bad = [n for n in names if not _shard_ok(folder, n)]
+        if not bad:
+            logger.info("reusing cached %s targets in %s", kind.value, folder)
+            return folder
+        logger.warning("%d shards of %s fail their checksums and will be redone: %s", len(bad), folder, bad[:3])
+        state.wait_for_everyone()  # every rank has looked at the manifest before rank 0 removes it
+        if state.is_main_process:
+            manifest_path.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     mine = [s for s in range(n_shards) if s % state.num_processes == state.process_index]
     todo = [s for s in mine if not _shard_ok(folder, names[s])]
     if len(todo) < len(mine):
