@@ -11,6 +11,9 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread (here and in subprocesses): on a shared 2-core machine, 2 OpenMP threads made a
+# tiny model's forward pass ~200x slower (267 ms vs 1.4 ms) whenever another job held a core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402
