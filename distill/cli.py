@@ -87,7 +87,13 @@ def targets(
     from distill.pipeline.targets import TargetKind, build_targets
     from distill.teachers import load_teacher
 
-    wanted = [TargetKind(k) for k in _csv(kinds)]
+    try:
+        wanted = [TargetKind(k) for k in _csv(kinds)]
+    except ValueError:
+        raise DistillError(f"unknown target kind in {kinds!r} (use a comma list of "
+                           f"{', '.join(k.value for k in TargetKind)})") from None
+    if not wanted:
+        raise DistillError("--kinds is empty (use a comma list of vocab, text, token)")
     texts, extra = None, {}
     if any(k is not TargetKind.VOCAB for k in wanted):
         if corpus is None:
@@ -109,6 +115,17 @@ def targets(
 app.add_typer(index_app, name="index")
 app.command()(query)
 app.command()(compare)
+
+
+def _register() -> None:
+    from distill.pipeline.cli import embed, export, run_command
+
+    app.command("run")(handle_errors(run_command))
+    app.command()(handle_errors(export))
+    app.command()(handle_errors(embed))
+
+
+_register()
 
 
 def main() -> None:

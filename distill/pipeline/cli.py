@@ -1,0 +1,135 @@
+"""CLI commands of the training pipeline: run, export, embed. Registered in distill/cli.py."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from distill.errors import DistillError
+
+logger = logging.getLogger("distill")
+
+
+def _parse_dims(value: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise DistillError(f"--dims must be a comma list of integers, got {value!r}") from None
+    if not dims or min(dims) < 1:
+        raise DistillError(f"--dims must hold positive sizes, got {value!r}")
+    return dims
+
+
+def run_command(
+    teacher: Annotated[str | None, typer.Option("--teacher", "-t", help="Alias, Hugging Face id or folder "
+                                                "(default: minilm, bundled).")] = None,
+    corpus: Annotated[Path | None, typer.Option(help="Training texts: .txt, .jsonl, .csv, .parquet. "
+                                                "Without one, the student is distilled from the vocabulary.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<teacher>-<student>-<time>).")] = None,
+    student: Annotated[str | None, typer.Option(help="static | transformer.")] = None,
+    dims: Annotated[str | None, typer.Option(help="Nested prefix sizes, e.g. 32,64,128,256.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Texts per training step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N texts.")] = None,
+    holdout: Annotated[int | None, typer.Option(help="Texts kept out for evaluation.")] = None,
+    sts: Annotated[Path | None, typer.Option(help="STS pairs file to score at the end.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column of jsonl/csv/parquet corpora.")] = None,
+    targets_dir: Annotated[Path | None, typer.Option(help="Teacher target cache (shared by runs).")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: best available).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with the same options; "
+                                                "flags given on the command line win.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a killed run in --out from its last checkpoint.")] = False,
+) -> None:
+    """The main job: teacher -> targets -> PCA -> student -> train -> evaluate -> export."""
+    import json
+
+    import yaml
+
+    from distill.pipeline.run import RunConfig, run
+
+    options: dict = {}
+    if config is not None:
+        if not config.is_file():
+            raise DistillError(f"config file {config} does not exist")
+        options = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(options, dict):
+            raise DistillError(f"{config} must hold a mapping of options")
+    train = dict(options.pop("train", {}) or {})
+    flags = {"teacher": teacher, "corpus": str(corpus) if corpus else None, "student": student,
+             "dims": _parse_dims(dims) if dims else None, "limit": limit, "holdout": holdout,
+             "sts": str(sts) if sts else None, "text_column": text_column,
+             "targets_dir": str(targets_dir) if targets_dir else None, "device": device}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    train.update({k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                                    "checkpoint_every": checkpoint_every}.items() if v is not None})
+    if out is None:
+        if resume:
+            raise DistillError("--resume needs the --out folder of the run to continue")
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(options.get("teacher", "minilm")).strip("/").split("/")[-1])
+        out = Path("runs") / f"{name}-{options.get('student', 'static')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    options["out"] = str(out)
+    if not options.get("corpus"):
+        options.setdefault("holdout", 0)
+    cfg = RunConfig.from_dict({**options, "train": train})
+    summary = run(cfg, resume=resume)
+    typer.echo(f"run folder: {out}")
+    for section in ("holdout", "sts"):
+        if section in summary:
+            typer.echo(f"{section}: {json.dumps(summary[section]['student'])}")
+
+
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder or a student folder.")],
+    out: Annotated[Path, typer.Option(help="Where to write the exported model.")],
+    format: Annotated[str, typer.Option("--format", help="native | sentence-transformers.")] = "sentence-transformers",
+) -> None:
+    """Export a student: a native folder (distill.load) or a sentence-transformers folder."""
+    from distill.students import load_student
+    from distill.students.export import export_sentence_transformers
+
+    student = load_student(run_dir)
+    if format == "native":
+        student.save(out)
+    elif format == "sentence-transformers":
+        export_sentence_transformers(student, out)
+    else:
+        raise DistillError(f"unknown export format {format!r} (native, sentence-transformers)")
+    typer.echo(f"wrote {out}")
+
+
+def embed(
+    model: Annotated[Path, typer.Option(help="Student (or run) folder.")],
+    corpus: Annotated[Path, typer.Option(help="Texts to embed.")],
+    out: Annotated[Path, typer.Option(help="vecs.npy or vecs.parquet (text + embedding columns).")],
+    dim: Annotated[int | None, typer.Option(help="Prefix size (default: full width).")] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of jsonl/csv/parquet corpora.")] = "text",
+    batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 1024,
+) -> None:
+    """Embed a corpus with a student into .npy or .parquet."""
+    import numpy as np
+
+    from distill.pipeline.corpus import read_corpus
+    from distill.students import load_student
+
+    if out.suffix not in (".npy", ".parquet"):
+        raise DistillError(f"--out must end in .npy or .parquet, got {out.name}")
+    student = load_student(model)
+    texts = read_corpus(corpus, text_column=text_column).texts
+    vectors = student.encode(texts, dim=dim, batch_size=batch_size, progress=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, vectors)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"text": texts, "embedding": list(vectors)}), out)
+    typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} vectors to {out}")
