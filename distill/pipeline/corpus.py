@@ -21,7 +21,7 @@ class Corpus:
 def _decode(path: Path) -> str:
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # -sig: a byte-order mark would otherwise stick to the first text
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise CorpusError(f"{path}: not UTF-8 (byte {e.start}, line {line}); re-encode the file as UTF-8") from e
