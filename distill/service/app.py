@@ -1,0 +1,209 @@
+"""``create_app(settings)``: the FastAPI app. Its lifespan loads the student (and index) into ``app.state``."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+import distill
+from distill.index.models import model_identity
+from distill.service.embedder import Batcher, Embedder
+from distill.service.errors import APIError, install_error_handlers
+from distill.service.metrics import Metrics
+from distill.service.middleware import GuardMiddleware
+from distill.service.schemas import EmbeddingRequest, SearchRequest
+from distill.service.searcher import Searcher
+from distill.service.settings import ServiceSettings
+from distill.students import Student, load_student
+
+logger = logging.getLogger("distill.service")
+
+
+@dataclass
+class ServiceState:
+    """What the lifespan loads; handlers reach it as ``request.app.state.service``."""
+
+    settings: ServiceSettings
+    name: str
+    student: Student
+    embedder: Embedder
+    batcher: Batcher
+    searcher: Searcher | None
+    created: int
+
+
+def create_app(settings: ServiceSettings, student: Student | None = None) -> FastAPI:
+    """The service app. Nothing is loaded until the lifespan starts (uvicorn, or ``with TestClient(app)``).
+
+    :param student: an already loaded student to serve instead of loading ``settings.model`` (the
+        CLI loads it first so that a bad folder is a one-line error, not a startup traceback).
+    :raises DistillError: at startup: not a student folder, not an index folder, or an index built
+        with another model.
+    """
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        model = student if student is not None else await run_in_threadpool(load_student, settings.model)
+        embedder = Embedder(model, max_batch=settings.max_batch)
+        batcher = Batcher(embedder.core, max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000,
+                          merge=settings.batching, on_batch=metrics.observe_batch)
+        searcher = None
+        if settings.index is not None:
+            searcher = Searcher(settings.index)
+            try:
+                await searcher.open(model_identity(model))
+            except BaseException:
+                await searcher.close()
+                raise
+        batcher.start()
+        app.state.service = ServiceState(settings, settings.served_name, model, embedder, batcher, searcher,
+                                         int(time.time()))
+        logger.info("serving %s (%s student, dims %s)%s", settings.served_name, model.kind, model.dims,
+                    f" with index {settings.index}" if searcher else "")
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            if searcher is not None:
+                await searcher.close()
+
+    app = FastAPI(title="distill", version=distill.__version__, lifespan=lifespan,
+                  summary="OpenAI-compatible embeddings from hierarchical (Matryoshka) students")
+    install_error_handlers(app)
+    app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       api_key=settings.api_key.get_secret_value() if settings.api_key else None)
+    app.state.metrics = metrics
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+        s: ServiceState = request.app.state.service
+        _check_model(s, body.model)
+        dim = _check_dimensions(s.student.dims, body.dimensions)
+        seqs = await _sequences(s, body.input)
+        raw = await s.batcher.embed(seqs)  # (N, width)
+        n_tokens = sum(len(q) for q in seqs)
+        s_name, fmt = s.name, body.encoding_format
+        return await run_in_threadpool(_embedding_response, raw, dim, fmt, s_name, n_tokens)
+
+    @app.post("/v1/search")
+    async def search(body: SearchRequest, request: Request) -> JSONResponse:
+        s: ServiceState = request.app.state.service
+        _check_model(s, body.model)
+        if s.searcher is None:
+            raise APIError(404, "no index is loaded: start the server with --index INDEX_DIR", code="no_index")
+        if (body.query is None) == (body.queries is None):
+            raise APIError(422, "pass exactly one of `query` (a text) or `queries` (a list of texts)",
+                           param="query", code="invalid_value")
+        texts = [body.query] if body.query is not None else list(body.queries or [])
+        _check_texts(s.settings, texts, param="queries")
+        if not 1 <= body.k <= s.settings.max_k:
+            raise APIError(422, f"k must be between 1 and {s.settings.max_k}, got {body.k}", param="k",
+                           code="invalid_value")
+        dims = s.searcher.manifest.dims
+        dim = body.dimensions if body.dimensions is not None else max(dims)
+        if dim not in dims:
+            raise APIError(400, f"dimensions must be one of {', '.join(map(str, dims))} for this index, got {dim}",
+                           param="dimensions", code="invalid_dimensions")
+        raw = await s.batcher.embed(await run_in_threadpool(s.embedder.pre, texts))
+        hits = await s.searcher.search(raw, body.k, dim)
+        data = [{"index": i, "query": t, "hits": h} for i, (t, h) in enumerate(zip(texts, hits))]
+        return JSONResponse({"object": "list", "model": s.name, "dimensions": dim, "data": data})
+
+    @app.get("/health")
+    async def health(request: Request) -> dict:
+        s: ServiceState = request.app.state.service
+        index = None
+        if s.searcher is not None:
+            m = s.searcher.manifest
+            index = {"path": str(s.searcher.folder), "count": m.count, "dims": m.dims, "index_type": m.index_type}
+        return {"status": "ok", "model": s.name, "kind": s.student.kind, "dim": s.student.dim,
+                "dims": s.student.dims, "batching": s.settings.batching, "index": index}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        s: ServiceState = request.app.state.service
+        return {"object": "list", "data": [{"id": s.name, "object": "model", "created": s.created,
+                                            "owned_by": "distill", "dimensions": s.student.dims}]}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _check_model(s: ServiceState, model: str | None) -> None:
+    if model is not None and model != s.name:
+        raise APIError(404, f"model {model!r} is not served here; this server serves {s.name!r}", param="model",
+                       code="model_not_found")
+
+
+def _check_dimensions(dims: list[int], dimensions: int | None) -> int:
+    """Any nested size of the student, the full width (its last) included; none: the full width."""
+    if dimensions is None:
+        return dims[-1]
+    if dimensions not in dims:
+        raise APIError(400, f"dimensions must be one of {', '.join(map(str, dims))} (the student's nested sizes), "
+                            f"got {dimensions}", param="dimensions", code="invalid_dimensions")
+    return dimensions
+
+
+def _check_texts(settings: ServiceSettings, texts: list[str], param: str = "input") -> None:
+    if not texts:
+        raise APIError(422, f"{param} is empty", param=param, code="empty_input")
+    if len(texts) > settings.max_inputs:
+        raise APIError(413, f"too many inputs: {len(texts)} (at most {settings.max_inputs} per request)",
+                       param=param, code="too_many_inputs")
+    for i, t in enumerate(texts):
+        if not t:
+            raise APIError(422, f"{param}[{i}] is an empty string", param=param, code="empty_input")
+        if len(t) > settings.max_input_chars:
+            raise APIError(422, f"{param}[{i}] has {len(t)} characters (at most {settings.max_input_chars})",
+                           param=param, code="input_too_long")
+
+
+async def _sequences(s: ServiceState, input_: str | list) -> list[list[int]]:
+    """Token ids of each input: texts are tokenized (pre), token-id lists checked against the vocabulary."""
+    if isinstance(input_, str):
+        input_ = [input_]
+    if input_ and isinstance(input_[0], int):
+        input_ = [input_]  # one token-id list
+    if not input_ or isinstance(input_[0], str):
+        _check_texts(s.settings, input_)
+        return await run_in_threadpool(s.embedder.pre, input_)
+    if len(input_) > s.settings.max_inputs:
+        raise APIError(413, f"too many inputs: {len(input_)} (at most {s.settings.max_inputs} per request)",
+                       param="input", code="too_many_inputs")
+    vocab, limit = s.embedder.vocab_size, s.settings.max_input_tokens
+    for i, ids in enumerate(input_):
+        if not ids:
+            raise APIError(422, f"input[{i}] is an empty token list", param="input", code="empty_input")
+        if len(ids) > limit:
+            raise APIError(422, f"input[{i}] has {len(ids)} tokens (at most {limit})", param="input",
+                           code="input_too_long")
+        if min(ids) < 0 or max(ids) >= vocab:
+            raise APIError(422, f"input[{i}] holds token ids outside 0..{vocab - 1}", param="input",
+                           code="invalid_token_id")
+    return s.embedder.pre_ids(input_)
+
+
+def _embedding_response(raw: np.ndarray, dim: int, encoding_format: str, name: str, n_tokens: int) -> Response:
+    x = Embedder.post(raw, dim)  # (N, dim)
+    if encoding_format == "base64":  # what the openai client asks for by default: little-endian float32
+        vectors: list = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in x]
+    else:
+        vectors = x.tolist()
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    return JSONResponse({"object": "list", "data": data, "model": name,
+                         "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+

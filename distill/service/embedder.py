@@ -1,0 +1,166 @@
+"""The embedding path split in three, plus the dynamic batcher that merges concurrent requests.
+
+- ``pre``: tokenize (CPU, in the request's worker thread, many at once);
+- ``core``: one full-width forward pass over the merged sequences (one model thread, one at a time);
+- ``post``: truncate each request to its own ``dimensions`` and re-normalize (in the request again).
+
+While ``core`` runs a batch, new requests keep tokenizing and queueing, so the next forward pass
+starts full: CPU work (tokenize, normalize, JSON) overlaps the forward pass instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from distill.students import Student
+from distill.students.base import normalize
+
+logger = logging.getLogger("distill.service")
+
+
+class Embedder:
+    """A student's encode() in three steps, so the batcher can merge the middle one across requests."""
+
+    def __init__(self, student: Student, max_batch: int = 256):
+        self.student = student
+        self.max_batch = max_batch
+        # transformer students have a position table: longer id lists would index past it
+        self.max_length: int | None = student.config.max_length if student.kind == "transformer" else None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.student.config.vocab_size)
+
+    def pre(self, texts: list[str]) -> list[list[int]]:
+        return self.student.tokenize(texts)
+
+    def pre_ids(self, seqs: list[list[int]]) -> list[list[int]]:
+        """Token-id inputs, already checked against the vocabulary, cut to the student's max length."""
+        if self.max_length is None:
+            return seqs
+        return [s[: self.max_length] for s in seqs]
+
+    def core(self, seqs: list[list[int]]) -> np.ndarray:
+        """Raw full-width vectors (N, dim), computed ``max_batch`` sequences at a time."""
+        out = np.empty((len(seqs), self.student.dim), dtype=np.float32)
+        for start in range(0, len(seqs), self.max_batch):
+            out[start:start + self.max_batch] = self.student.embed_ids(seqs[start:start + self.max_batch])
+        return out
+
+    @staticmethod
+    def post(raw: np.ndarray, dim: int) -> np.ndarray:
+        """The first ``dim`` dims of each row, re-normalized: (N, dim) float32, as ``Student.encode``."""
+        return normalize(raw[:, :dim]).astype(np.float32, copy=False)
+
+
+@dataclass
+class _Job:
+    seqs: list[list[int]]
+    future: asyncio.Future
+
+
+class Batcher:
+    """Merges concurrent ``embed`` calls into forward passes of up to ``max_batch`` sequences.
+
+    The first job of a batch waits at most ``max_wait_s`` for others; a job is never split across
+    passes (one bigger than ``max_batch`` runs alone, and ``core`` chunks it). With ``merge=False``
+    every job runs alone: one request per forward pass, the baseline the benchmark compares with.
+    """
+
+    def __init__(self, core: Callable[[list[list[int]]], np.ndarray], max_batch: int = 256, max_wait_s: float = 0.005,
+                 merge: bool = True, on_batch: Callable[[int, float], None] | None = None):
+        self.core = core
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.merge = merge
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._carry: _Job | None = None  # a job that did not fit the last batch: first in the next
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distill-core")
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="distill-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        pending = [self._carry] if self._carry else []
+        while self._queue is not None and not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        for job in pending:
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the server is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    async def embed(self, seqs: list[list[int]]) -> np.ndarray:
+        """Raw full-width vectors (len(seqs), dim) for one request's sequences."""
+        if self._queue is None:
+            raise RuntimeError("the batcher is not running")
+        if not seqs:
+            return np.empty((0, 0), dtype=np.float32)
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(seqs, future))
+        return await future
+
+    async def _next_batch(self) -> list[_Job]:
+        assert self._queue is not None
+        if self._carry is not None:
+            jobs, self._carry = [self._carry], None
+        else:
+            jobs = [await self._queue.get()]
+        if not self.merge:
+            return jobs
+        n = len(jobs[0].seqs)
+        deadline = time.monotonic() + self.max_wait_s
+        while n < self.max_batch:
+            try:
+                if self._queue.empty():
+                    job = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - time.monotonic()))
+                else:  # jobs that queued up during the last forward pass: take them without waiting
+                    job = self._queue.get_nowait()
+            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                break
+            if n + len(job.seqs) > self.max_batch:
+                self._carry = job
+                break
+            jobs.append(job)
+            n += len(job.seqs)
+        return jobs
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._next_batch()
+            jobs = [j for j in jobs if not j.future.done()]  # clients that went away
+            if not jobs:
+                continue
+            seqs = [s for j in jobs for s in j.seqs]
+            start = time.perf_counter()
+            try:
+                raw = await loop.run_in_executor(self._executor, self.core, seqs)  # (N, dim)
+            except Exception as e:  # one failed pass fails its requests, never the batcher
+                logger.exception("forward pass over %d sequences failed", len(seqs))
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(e)
+                continue
+            if self.on_batch is not None:
+                self.on_batch(len(seqs), time.perf_counter() - start)
+            offset = 0
+            for j in jobs:
+                if not j.future.done():
+                    j.future.set_result(raw[offset:offset + len(j.seqs)])
+                offset += len(j.seqs)

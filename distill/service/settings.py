@@ -1,0 +1,43 @@
+"""Service settings: one object, built once from flags and ``DISTILL_*`` environment variables.
+
+Nothing reads the environment at import time: ``ServiceSettings()`` does, when the CLI (or a test)
+builds it. Keyword arguments win over the environment, so command-line flags override it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILL_", protected_namespaces=(), frozen=True)
+
+    model: Path = Field(description="Student folder (or a run folder holding student/).")
+    index: Path | None = Field(None, description="Index folder built with the same student, for /v1/search.")
+    model_name: str | None = Field(None, description="Name clients pass as `model` (default: the folder name).")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="When set, /v1/* requires `Authorization: Bearer KEY`.")
+    access_log: bool = True
+
+    # dynamic batching: concurrent requests are merged into one forward pass
+    batching: bool = Field(True, description="Merge concurrent requests; off: one request per forward pass.")
+    max_batch: int = Field(256, ge=1, description="Texts per forward pass (a bigger request is split).")
+    max_wait_ms: float = Field(5.0, ge=0, description="How long a forward pass waits for more requests.")
+
+    # limits: a request past one of these is refused, never half-served
+    max_inputs: int = Field(2048, ge=1, description="Inputs (or queries) per request -> 413.")
+    max_input_chars: int = Field(16_384, ge=1, description="Characters per text input -> 422.")
+    max_input_tokens: int = Field(8192, ge=1, description="Ids per token-id input -> 422.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Request body size -> 413.")
+    max_k: int = Field(100, ge=1, description="Largest `k` of /v1/search -> 422.")
+
+    @property
+    def served_name(self) -> str:
+        if self.model_name:
+            return self.model_name
+        folder = self.model.resolve()
+        return folder.parent.name if folder.name == "student" and folder.parent.name else folder.name
