@@ -61,8 +61,9 @@ def rerank(xq: np.ndarray, xb: np.ndarray, I0: np.ndarray, k: int, d: int) -> tu
         cand = I0[start:start + _RERANK_CHUNK]  # (c, s)
         valid = cand >= 0
         xc = np.asarray(xb[np.where(valid, cand, 0).ravel(), :d], dtype=np.float32).reshape(*cand.shape, d)
-        xc /= np.maximum(np.linalg.norm(xc, axis=2, keepdims=True), 1e-12)  # (c, s, d)
-        scores = np.matmul(xc, q[start:start + _RERANK_CHUNK, :, None])[..., 0]  # (c, s)
+        scores = np.einsum("csd,cd->cs", xc, q[start:start + _RERANK_CHUNK])  # (c, s)
+        if d < xb.shape[1]:  # stored rows are unit length at full width only: re-normalize their prefixes
+            scores /= np.sqrt(np.maximum(np.einsum("csd,csd->cs", xc, xc), 1e-24))
         scores[~valid] = -np.inf
         if k_out < s:
             top = np.argpartition(-scores, k_out - 1, axis=1)[:, :k_out]

@@ -57,9 +57,13 @@ class Manifest:
         if not path.is_file():
             raise IndexNotFoundError(f"{folder} is not an index folder (no {MANIFEST}); "
                                      "build one with `distill index build`")
-        data = json.loads(path.read_text())
-        if data.get("format") != FORMAT_VERSION:
-            raise IndexNotFoundError(f"{folder}: index format {data.get('format')} is not supported "
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise IndexNotFoundError(f"{path} is not valid JSON ({e}); rebuild the index") from e
+        if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise IndexNotFoundError(f"{folder}: index format {found} is not supported "
                                      f"(expected {FORMAT_VERSION}); rebuild it")
         return cls(**data)
 

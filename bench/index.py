@@ -1,0 +1,162 @@
+# ruff: noqa: E741  (faiss names: I ids)
+"""Index benchmark: queries/s and recall@10 of exact, HNSW, IVF-PQ and funnel search.
+
+    python bench/index.py                      # 100k synthetic vectors (a few minutes on 2 cores)
+    python bench/index.py --with-1m            # and 1M synthetic vectors (much longer: HNSW build)
+    python bench/index.py --real               # and MiniLM vectors of ../shared/data/corpus (about 2 min)
+    python bench/index.py --n 0 --real         # real vectors only
+
+Synthetic vectors are Matryoshka-like: a mixture of Gaussian clusters whose covariance is diagonal
+with a power-law spectrum, variance of dim j proportional to j^-alpha (alpha 1 by default). That is
+what PCA-ordered real embeddings look like, and what a Matryoshka student's prefixes are trained to be:
+the leading dims carry most of the variance, so a short prefix already ranks neighbours roughly
+right. Queries are fresh samples of the same distribution. Recall@10 is measured against exact
+full-width search (IndexFlatIP at d dims), which therefore scores 1.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+# Idle OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning threads starve
+# everyone (a 4x slowdown of PQ training was measured under load). Must be set before faiss loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+from distill.index.build import IndexParams, IndexType, make_index  # noqa: E402
+from distill.index.search import funnel_search, knn, normalize_prefix, recall_at_k  # noqa: E402
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
+
+
+def matryoshka_vectors(n: int, d: int, alpha: float = 1.0, n_clusters: int = 1000, spread: float = 0.7,
+                       seed: int = 0, chunk: int = 100_000) -> np.ndarray:
+    """``n`` unit vectors (n, d): cluster centre + noise, both with variance j^-alpha along dim j."""
+    rng = np.random.default_rng(seed)
+    scale = (np.arange(1, d + 1) ** (-alpha / 2)).astype(np.float32)  # (d,) std devs
+    centres = np.random.default_rng(12345).standard_normal((n_clusters, d)).astype(np.float32) * scale
+    out = np.empty((n, d), dtype=np.float32)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        noise = rng.standard_normal((m, d), dtype=np.float32) * (spread * scale)
+        out[start:start + m] = centres[rng.integers(0, n_clusters, m)] + noise
+    return normalize_prefix(out)
+
+
+def real_vectors(n: int, spec: str, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """Vectors of up to ``n`` + ``nq`` lines of the shared corpus by model ``spec``, PCA-rotated.
+
+    A teacher's dims are in no particular order, so its prefixes are poor embeddings; rotating its
+    space by PCA (what distill's students are trained against) makes the prefixes meaningful.
+    """
+    from distill.index.models import load_model
+
+    texts = []
+    for path in sorted(CORPUS.glob("*.txt")):
+        texts += [t.strip() for t in path.read_text(encoding="utf-8").splitlines() if len(t.split()) >= 4]
+    rng = np.random.default_rng(seed)
+    texts = [texts[i] for i in rng.choice(len(texts), min(n + nq, len(texts)), replace=False)]
+    model = load_model(spec)
+    x = model.encode(texts, batch_size=128, progress=True)
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x[: min(len(x), 20_000)], full_matrices=False)  # (d, d) principal axes
+    x = normalize_prefix(x @ vt.T)
+    return x[nq:], x[:nq], f"{spec} ({model.dim}-d, PCA-rotated)"
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
+
+
+def bench(xb: np.ndarray, xq: np.ndarray, label: str, d_small: int, shortlists: list[int], k: int = 10,
+          skip: set[str] = frozenset()) -> list[dict]:
+    d = xb.shape[1]
+    n, nq = len(xb), len(xq)
+    rows = []
+
+    def row(method, build_s, search_s, I):
+        rows.append({"data": label, "n": n, "method": method, "build_s": build_s, "qps": nq / search_s,
+                     "recall@10": recall_at_k(I_true, I, k)})
+
+    _, I_true = knn(xq, xb, k)  # ground truth (and a warm-up)
+    exact, t_build = timed(make_index, xb, IndexType.FLAT)
+    (_, I), t = timed(exact[0].search, xq, k)
+    row(f"exact flat {d}-d", t_build, t, I)
+    xs, xqs = normalize_prefix(xb, d_small), normalize_prefix(xq, d_small)
+    small, t_small = timed(make_index, xs, IndexType.FLAT)
+    (_, I), t = timed(small[0].search, xqs, k)
+    row(f"exact flat {d_small}-d prefix only", t_small, t, I)
+    for s in shortlists:
+        (_, I), t = timed(funnel_search, small[0], xb, xq, k, d_small, d, s)
+        row(f"funnel {d_small}:{d}, shortlist {s}", t_small, t, I)
+    if "hnsw" not in skip:
+        (small_hnsw, _), t_small = timed(make_index, xs, IndexType.HNSW, IndexParams())
+        for s in shortlists:
+            (_, I), t = timed(funnel_search, small_hnsw, xb, xq, k, d_small, d, s)
+            row(f"funnel {d_small}:{d} via hnsw-{d_small}, shortlist {s}", t_small, t, I)
+        del small_hnsw
+        (index, p), t_build = timed(make_index, xb, IndexType.HNSW, IndexParams())
+        (_, I), t = timed(index.search, xq, k)
+        row(f"hnsw {d}-d M{p['hnsw_m']} efSearch {p['ef_search']}", t_build, t, I)
+        del index
+    if "ivfpq" not in skip:
+        (index, p), t_build = timed(make_index, xb, IndexType.IVFPQ, IndexParams())
+        (_, I), t = timed(index.search, xq, k)
+        row(f"ivfpq {d}-d nlist {p['nlist']} PQ{p['pq_m']} nprobe {p['nprobe']}", t_build, t, I)
+        del index
+    exact_qps = rows[0]["qps"]
+    for r in rows:
+        r["speedup"] = r["qps"] / exact_qps
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (f"| {'data':<34} | {'n':>9} | {'method':<44} | {'build s':>7} | {'queries/s':>9} | {'x exact':>7} "
+            "| recall@10 |")
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for r in rows:
+        print(f"| {r['data']:<34} | {r['n']:>9,} | {r['method']:<44} | {r['build_s']:>7.1f} | {r['qps']:>9,.0f} "
+              f"| {r['speedup']:>7.2f} | {r['recall@10']:>9.3f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000, help="synthetic database size (0: none)")
+    ap.add_argument("--with-1m", action="store_true", help="also run 1M synthetic vectors (slow on 2 cores)")
+    ap.add_argument("--d", type=int, default=256, help="full width of the synthetic vectors")
+    ap.add_argument("--d-small", type=int, default=64, help="funnel shortlist prefix size")
+    ap.add_argument("--alpha", type=float, default=1.0, help="power-law exponent of the synthetic spectrum")
+    ap.add_argument("--nq", type=int, default=1000, help="queries per measurement (one batch)")
+    ap.add_argument("--shortlists", default="50,100", help="funnel shortlist sizes")
+    ap.add_argument("--real", action="store_true", help="also bench real vectors of the shared corpus")
+    ap.add_argument("--real-model", default="minilm", help="model spec for --real (a student folder or teacher)")
+    ap.add_argument("--real-n", type=int, default=20_000, help="texts for --real")
+    ap.add_argument("--threads", type=int, default=None, help="FAISS OpenMP threads (default: all cores)")
+    args = ap.parse_args()
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+    shortlists = [int(s) for s in args.shortlists.split(",")]
+    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {args.nq} queries, k=10")
+    rows = []
+    sizes = ([args.n] if args.n else []) + ([1_000_000] if args.with_1m else [])
+    for n in sizes:
+        xb = matryoshka_vectors(n, args.d, args.alpha, seed=0)
+        xq = matryoshka_vectors(args.nq, args.d, args.alpha, seed=1)
+        rows += bench(xb, xq, f"synthetic {args.d}-d, alpha {args.alpha:g}", args.d_small, shortlists)
+        del xb
+    if args.real:
+        xb, xq, label = real_vectors(args.real_n, args.real_model, args.nq)
+        rows += bench(xb, xq, label, args.d_small, shortlists, skip={"ivfpq"} if len(xb) < 10_000 else set())
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
