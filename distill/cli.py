@@ -81,8 +81,7 @@ def targets(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: best available).")] = None,
 ) -> None:
     """Label a corpus (and/or the vocabulary) with the teacher into a resumable target cache."""
-    from accelerate import PartialState
-
+    from distill.devices import distributed_state
     from distill.pipeline.corpus import read_corpus
     from distill.pipeline.targets import TargetKind, build_targets
     from distill.teachers import load_teacher
@@ -102,7 +101,7 @@ def targets(
         texts, extra = c.texts, {"corpus": str(corpus), "n_empty": c.n_empty}
         if c.n_empty:
             logging.getLogger("distill").info("skipped %d empty lines in %s", c.n_empty, corpus)
-    state = PartialState()
+    state = distributed_state()
     t = load_teacher(teacher, device=device or (state.device if state.num_processes > 1 else None),
                      pooling=pooling, layer=layer, max_length=max_length)
     for kind in wanted:

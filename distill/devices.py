@@ -30,3 +30,16 @@ def autocast(device: torch.device, enabled: bool = True) -> ContextManager:
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def distributed_state():
+    """Accelerate's process state, with CPU ranks recognised.
+
+    ``PartialState()`` on a machine without CUDA treats a ``torchrun`` / ``accelerate launch
+    --multi_gpu`` job as one process; asking for CPU there makes it a gloo group (MULTI_CPU), so
+    several CPU processes share the labeling and the training. The state is a singleton: the
+    first call decides.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())

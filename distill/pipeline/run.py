@@ -91,14 +91,24 @@ def _prepare_folder(cfg: RunConfig, resume: bool) -> Path:
 
 
 def run(cfg: RunConfig, resume: bool = False) -> dict:
-    """The main job. Returns the summary written to ``<out>/summary.json``."""
+    """The main job. Returns the summary written to ``<out>/summary.json``.
+
+    Under ``accelerate launch`` every rank labels its share of the targets and trains its share of
+    each batch; the main process alone writes the run folder.
+    """
+    from distill.devices import distributed_state
+
+    state = distributed_state()
     t0 = time.perf_counter()
-    out = _prepare_folder(cfg, resume)
+    out = Path(cfg.out)
+    if state.is_main_process:
+        _prepare_folder(cfg, resume)
+    state.wait_for_everyone()
     teacher = load_teacher(cfg.teacher, device=cfg.device, pooling=cfg.pooling, layer=cfg.layer,
                            max_length=cfg.max_length)
     dims = _student_dims(cfg.dims, teacher.dim)
-    logger.info("teacher %s (%s, %d dims); student %s with dims %s", teacher.source.name, teacher.kind.value,
-                teacher.dim, cfg.student, dims)
+    logger.info("teacher %s (%s, %d dims); student %s with dims %s; world size %d", teacher.source.name,
+                teacher.kind.value, teacher.dim, cfg.student, dims, state.num_processes)
     vocab = load_targets(build_targets(teacher, TargetKind.VOCAB, cfg.targets_dir,
                                        batch_size=max(256, cfg.teacher_batch_size)))
 
@@ -117,7 +127,8 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
     held, train_idx = np.sort(order[:cfg.holdout]), np.sort(order[cfg.holdout:])
     pca = PCARotation.fit(targets.pooled[train_idx] if targets is not None else vocab.pooled,
                           center=cfg.pca_center, whiten=cfg.whiten)
-    pca.save(out / "pca.npz")
+    if state.is_main_process:
+        pca.save(out / "pca.npz")
 
     from tokenizers import Tokenizer
 
@@ -149,6 +160,8 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
                      "train_texts": len(train_idx), "holdout_texts": len(held)}
     if data is not None:
         summary["train"] = Trainer(student, data, cfg.train, out).fit(resume=resume)
+    if not state.is_main_process:
+        return summary
     student.save(out / "student")
     if targets is not None:
         held_texts = [texts[i] for i in held]

@@ -143,7 +143,7 @@ def build_targets(teacher: Teacher, kind: TargetKind | str, out: str | Path, tex
 
     Reruns with the same inputs are free; a run killed at any point resumes from the last complete shard.
     """
-    from accelerate import PartialState
+    from distill.devices import distributed_state
 
     kind = TargetKind(kind)
     if kind is TargetKind.VOCAB:
@@ -159,7 +159,7 @@ def build_targets(teacher: Teacher, kind: TargetKind | str, out: str | Path, tex
     manifest_path = folder / "manifest.json"
     n_shards = (len(items) + shard_size - 1) // shard_size
     names = [f"shard-{s:05d}" for s in range(n_shards)]
-    state = PartialState()
+    state = distributed_state()
     if manifest_path.is_file():
         # Checksums are cheap next to a forward pass: verify them, so a shard corrupted after the
         # set was complete is redone instead of being served. Every rank sees the same files and

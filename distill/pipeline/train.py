@@ -100,7 +100,7 @@ class Trainer:
 
         self.config, self.data, self.run_dir = config, data, Path(run_dir)
         # autocast is ours (bf16 on CUDA); accumulation is by hand so a short last step stays exact
-        self.accelerator = Accelerator(cpu=config.cpu, mixed_precision="no")
+        self.accelerator = Accelerator(cpu=config.cpu or not torch.cuda.is_available(), mixed_precision="no")
         self.loss_fn = NestedLoss(student.dims, config.dim_weights, mse=config.mse, cosine=config.cosine,
                                   relational=config.relational)
         self.token_loss = TokenCosineLoss()
@@ -195,7 +195,7 @@ class Trainer:
                             loss, logs = self._loss(local)
                             if not torch.isfinite(loss):
                                 raise TrainingError(
-                                    f"loss became {float(loss)} at step {self.step}; the last good checkpoint "
+                                    f"loss became {float(loss.detach())} at step {self.step}; the last good checkpoint "
                                     f"is kept in {self.checkpoint_dir}. Try a lower --lr.")
                             acc.backward(loss / len(micro_batches))
                         seen += len(mb)

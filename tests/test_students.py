@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+import distill
+from distill.errors import DistillError
+from distill.students import StaticStudent, StudentConfig, TransformerStudent
+from distill.students.export import export_sentence_transformers
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"w{i}" for i in range(60)]
+TEXTS = ["w1 w2 w3", "w4 w5", "w1 w1 w7 w8 w9 w10", "w33", "w12 w40 w41 w59 w2", "w0 w3 w9"]
+
+
+def _tokenizer() -> Tokenizer:
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok
+
+
+def _static(seed: int = 0) -> StaticStudent:
+    torch.manual_seed(seed)
+    s = StaticStudent(StudentConfig(kind="static", vocab_size=len(WORDS), dim=16, dims=[4, 8, 16]), _tokenizer())
+    with torch.no_grad():
+        s.embedding.normal_()
+        s.log_weight.normal_(std=0.5)
+    return s
+
+
+def _transformer(seed: int = 0) -> TransformerStudent:
+    torch.manual_seed(seed)
+    cfg = StudentConfig(kind="transformer", vocab_size=len(WORDS), dim=16, dims=[4, 8, 16], width=32, n_layers=2,
+                        n_heads=4, max_length=16)
+    return TransformerStudent(cfg, _tokenizer()).eval()
+
+
+def test_static_numpy_inference_equals_the_torch_forward():
+    s = _static()
+    seqs = s.tokenize(TEXTS)
+    lengths = [len(q) for q in seqs]
+    ids = torch.tensor([i for q in seqs for i in q])
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+    with torch.no_grad():
+        expected = s(ids, offsets).numpy()
+    assert np.allclose(s.embed_ids(seqs), expected, atol=1e-5)
+    # a weighted mean by hand for one text
+    w = s.log_weight.detach().exp().numpy()
+    E = s.embedding.detach().numpy()
+    q = seqs[2]
+    assert np.allclose(expected[2], (w[q, None] * E[q]).sum(0) / w[q].sum(), atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [_static, _transformer])
+def test_save_load_gives_identical_vectors(tmp_path, make):
+    s = make()
+    s.save(tmp_path / "student")
+    loaded = distill.load(tmp_path / "student")
+    assert type(loaded) is type(s)
+    for dim in (None, 4, 8):
+        assert np.array_equal(s.encode(TEXTS, dim=dim), loaded.encode(TEXTS, dim=dim))
+
+
+@pytest.mark.parametrize("make", [_static, _transformer])
+def test_encode_prefixes_are_renormalized_truncations(make):
+    s = make()
+    full = s.embed_ids(s.tokenize(TEXTS))
+    for dim in (4, 8, 16):
+        x = s.encode(TEXTS, dim=dim)
+        assert x.shape == (len(TEXTS), dim) and x.dtype == np.float32
+        assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+        ref = full[:, :dim] / np.linalg.norm(full[:, :dim], axis=1, keepdims=True)
+        assert np.allclose(x, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [0, 17, -3, 2.5])
+def test_dim_outside_the_students_range_is_a_clear_error(dim):
+    with pytest.raises(DistillError, match=r"dim must be between 1 and 16 .*nested sizes: 4, 8, 16"):
+        _static().encode(TEXTS, dim=dim)
+
+
+def test_load_of_a_folder_that_is_no_student_is_a_clear_error(tmp_path):
+    with pytest.raises(DistillError, match="not a distill student folder"):
+        distill.load(tmp_path)
+
+
+def test_sentence_transformers_export_gives_the_same_vectors(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    s = _static()
+    export_sentence_transformers(s, tmp_path / "st")
+    for dim in (None, 8):
+        st = SentenceTransformer(str(tmp_path / "st"), device="cpu", truncate_dim=dim)
+        got = st.encode(TEXTS, normalize_embeddings=True)
+        assert np.allclose(got, s.encode(TEXTS, dim=dim), atol=1e-5)
+
+
+def test_transformer_student_pads_without_changing_vectors():
+    s = _transformer()
+    alone = np.concatenate([s.embed_ids([q]) for q in s.tokenize(TEXTS)])
+    batched = s.embed_ids(s.tokenize(TEXTS))
+    assert np.allclose(alone, batched, atol=1e-5)

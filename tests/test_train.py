@@ -1,0 +1,138 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import distill
+from distill.errors import DistillError, TrainingError
+from distill.pipeline.run import RunConfig, run
+from distill.pipeline.train import TrainConfig, Trainer
+
+
+def _cfg(tmp_path, teacher_dir, corpus, name="run", student="static", **train) -> RunConfig:
+    train = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "checkpoint_every": 5, "log_every": 1, **train}
+    return RunConfig(out=str(tmp_path / name), teacher=str(teacher_dir), corpus=str(corpus), holdout=20,
+                     dims=(8, 16, 32), targets_dir=str(tmp_path / "targets"), student=student, width=32,
+                     n_heads=2, train=TrainConfig(**train))
+
+
+def _weights(folder):
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "student" / "model.safetensors"))
+
+
+def test_static_student_drives_the_loss_down(tmp_path, tiny_bert_dir, tiny_corpus):
+    summary = run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=6))
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["train"]["steps"] == steps[-1]["step"] == 6 * 12  # 180 texts / 16 per step
+    first = np.mean([s["loss"] for s in steps[:3]])
+    last = np.mean([s["loss"] for s in steps[-3:]])
+    assert last < 0.8 * first
+    for d in (8, 16, 32):
+        assert {f"mse@{d}", f"cos@{d}", f"rel@{d}"} <= set(steps[-1])
+    student = distill.load(tmp_path / "run")
+    assert student.dims == [8, 16, 32]
+    assert (tmp_path / "run" / "student-st" / "modules.json").is_file()
+    assert set(summary["holdout"]["student"]) == {"8", "16", "32"}
+
+
+@pytest.mark.parametrize("student", ["static", "transformer"])
+def test_killed_run_resumed_ends_with_the_same_weights(tmp_path, tiny_bert_dir, tiny_corpus, monkeypatch, student):
+    run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, "straight", student=student))
+
+    original = Trainer._loss
+
+    def dies_at_step_8(self, idx):
+        if self.step == 8:  # after the checkpoint of step 5, before the one of step 10
+            raise KeyboardInterrupt("killed")
+        return original(self, idx)
+
+    monkeypatch.setattr(Trainer, "_loss", dies_at_step_8)
+    cfg = _cfg(tmp_path, tiny_bert_dir, tiny_corpus, "killed", student=student)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    assert not (tmp_path / "killed" / "student").exists()
+    monkeypatch.setattr(Trainer, "_loss", original)
+    with pytest.raises(DistillError, match="pass --resume"):
+        run(cfg)
+    run(cfg, resume=True)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    metrics = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics == sorted(set(metrics))  # no step logged twice after the resume
+
+
+def test_resume_with_other_options_is_refused(tmp_path, tiny_bert_dir, tiny_corpus):
+    run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=1))
+    with pytest.raises(DistillError, match="options differ"):
+        run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=2), resume=True)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
+        tmp_path, tiny_bert_dir, tiny_corpus, monkeypatch):
+    original = Trainer._loss
+
+    def poisoned(self, idx):
+        loss, logs = original(self, idx)
+        return (loss * float("nan"), logs) if self.step == 7 else (loss, logs)
+
+    monkeypatch.setattr(Trainer, "_loss", poisoned)
+    with pytest.raises(TrainingError, match="loss became nan at step 7.*last good checkpoint"):
+        run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus))
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == ["step-0000005.pt"]
+    assert torch.isfinite(torch.load(tmp_path / "run" / "checkpoints" / kept[0])["model"]["embedding"]).all()
+
+
+def test_same_seed_gives_the_same_student_twice(tmp_path, tiny_bert_dir, tiny_corpus):
+    run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, "a", epochs=1))
+    run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, "b", epochs=1))
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _eval_loss(folder, targets_texts):
+    """Nested loss of a trained student on all training texts in one batch (deterministic)."""
+    from distill.pipeline.pca import PCARotation
+    from distill.students.losses import NestedLoss
+
+    student = distill.load(folder)
+    texts, targets = targets_texts
+    pca = PCARotation.load(folder / "pca.npz")
+    x = torch.from_numpy(student.embed_ids(student.tokenize(texts)))
+    loss, _ = NestedLoss(student.dims)(x, torch.from_numpy(pca.transform(targets)))
+    return float(loss)
+
+
+def test_two_processes_under_accelerate_reach_the_same_loss(tmp_path, tiny_bert_dir, tiny_corpus):
+    from distill.pipeline.corpus import read_corpus
+    from distill.pipeline.targets import load_targets
+
+    args = ["--teacher", str(tiny_bert_dir), "--corpus", str(tiny_corpus), "--holdout", "20", "--dims", "8,16,32",
+            "--epochs", "3", "--batch-size", "16", "--lr", "0.003", "--targets-dir", str(tmp_path / "targets")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "distill.cli", "run", "--out", str(tmp_path / "one"), *args],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    # `accelerate launch --cpu` starts one process unless MPI is set up; torchrun (what `accelerate launch
+    # --multi_gpu` runs) starts two, and distill makes them a gloo group on a machine without CUDA
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29533", "-m", "distill.cli", "run", "--out", str(tmp_path / "two"), *args],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    texts = read_corpus(tiny_corpus).texts
+    folder = next(p for p in (tmp_path / "targets").iterdir() if p.name.startswith("text-"))
+    data = (texts, np.asarray(load_targets(folder).pooled))
+    for run_dir in ("one", "two"):  # both ran every step (the drop of the loss is tested above)
+        assert json.loads((tmp_path / run_dir / "summary.json").read_text())["train"]["steps"] == 3 * 12
+    assert "world size 2" in two.stderr
+    a, b = _eval_loss(tmp_path / "one", data), _eval_loss(tmp_path / "two", data)
+    print(f"eval loss: one process {a!r}, two processes {b!r}")
+    assert abs(a - b) / a < 0.05
