@@ -1,0 +1,37 @@
+"""The visual report of a run: ``report.html`` (self-contained) and one PNG per figure beside it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+
+
+def write_report(run_dir: str | Path, groups: dict[str, list[str]] | None = None,
+                 out: str | Path | None = None) -> Path:
+    """Write ``report.html`` and ``report-<figure>.png`` files for a finished run; return the page's path.
+
+    :param groups: token groups for the heatmaps and projections (default: letters, digits, punctuation, words).
+    :param out: folder for the page and PNGs (default: the run folder).
+    :raises DistillError: when the folder holds no finished run.
+    """
+    from distill.report.data import load_run
+    from distill.report.figures import all_figures
+    from distill.report.html import render
+
+    data = load_run(run_dir, groups)
+    figures = all_figures(data)
+    folder = Path(out) if out is not None else Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, png in figures.items():
+        (folder / f"report-{name}.png").write_bytes(png)
+    page = folder / REPORT_NAME
+    page.write_text(render(data, figures), encoding="utf-8")
+    logger.info("report: %s (%d figures)", page, len(figures))
+    return page
+
+
+__all__ = ["REPORT_NAME", "write_report"]

@@ -1,0 +1,243 @@
+"""What a report shows, gathered from a run folder: its files, plus token vectors of teacher and student.
+
+Teacher token vectors come from the run's vocab target cache (no teacher forward pass); only when
+the cache is gone is the teacher loaded, and then only the plotted tokens are labeled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from distill.errors import DistillError
+
+logger = logging.getLogger(__name__)
+
+_PUNCT = list(".,!?;:-\"()")
+_WORDS = ["the", "and", "not", "good", "bad", "great", "movie", "film", "man", "woman", "king", "queen",
+          "dog", "cat", "house", "red", "blue", "city", "river", "teacher"]
+DEFAULT_GROUPS: dict[str, list[str]] = {
+    "vowels": list("aeiou"),
+    "consonants": list("bcdkmst"),
+    "digits": list("0123456789"),
+    "punctuation": _PUNCT,
+    "words": _WORDS,
+}
+N_NEIGHBOUR_TOKENS = 3000  # word tokens searched for the "neighbours that changed" section
+N_QUERIES = 60  # sample queries among them; the most changed are shown
+
+
+@dataclass
+class TokenSet:
+    """The plotted tokens, ordered by group, with teacher (PCA-rotated) and student vectors."""
+
+    strings: list[str]
+    groups: list[str]  # (N,) group of each token
+    teacher: np.ndarray  # (N, D_t) rotated teacher vectors: prefixes comparable with the student's
+    student: np.ndarray  # (N, D_s)
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    config: dict
+    summary: dict
+    metrics: list[dict]
+    dims: list[int]
+    tokens: TokenSet | None = None
+    token_space: dict | None = None  # compare_spaces rows and neighbour examples over word tokens
+    facts: dict = field(default_factory=dict)  # sizes and speeds
+
+
+def read_groups(path: str | Path) -> dict[str, list[str]]:
+    """User token groups: JSON ``{"group": ["tok", ...]}`` or text lines ``group: tok tok ...``.
+
+    :raises DistillError: on a missing or malformed file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"groups file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        groups = json.loads(text)
+        if not isinstance(groups, dict) or not all(isinstance(v, list) for v in groups.values()):
+            raise DistillError(f"{path} must hold an object of group name -> list of tokens")
+        return {str(k): [str(t) for t in v] for k, v in groups.items()}
+    groups = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if ":" not in line:
+            raise DistillError(f"{path}: line {n} needs `group: token token ...`")
+        name, tokens = line.split(":", 1)
+        groups[name.strip()] = tokens.split()
+    return groups
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def _find_vocab_targets(targets_dir: str, teacher_identity: dict, run_dir: Path):
+    """The run's cached vocab target set, matched by teacher identity; None when it is gone."""
+    from distill.pipeline.targets import load_targets
+
+    for base in dict.fromkeys([Path(targets_dir), run_dir.parent / targets_dir]):
+        for manifest in sorted(base.glob("vocab-*/manifest.json")) if base.is_dir() else []:
+            meta = json.loads(manifest.read_text())
+            if meta.get("kind") == "vocab" and meta.get("teacher") == teacher_identity:
+                return load_targets(manifest.parent)
+    return None
+
+
+def _teacher_vectors(config: dict, summary: dict, run_dir: Path, wanted: list[str]
+                     ) -> tuple[list[str], np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(strings, token ids, all vocab vectors or None, vectors of ``wanted`` when labeled afresh)."""
+    vocab = _find_vocab_targets(config.get("targets_dir", "runs/targets"), summary.get("teacher", {}), run_dir)
+    if vocab is not None:
+        return list(vocab.strings), np.asarray(vocab.ids), np.asarray(vocab.pooled, dtype=np.float32), None
+    logger.info("no cached vocab targets for this run's teacher; labeling the plotted tokens afresh")
+    from distill.teachers import load_teacher
+
+    teacher = load_teacher(config["teacher"], device=config.get("device"), pooling=config.get("pooling"),
+                           layer=config.get("layer", -1), max_length=config.get("max_length"))
+    ids, strings = teacher.vocab()
+    row = {s: i for s, i in zip(strings, ids.tolist())}
+    keep = [s for s in wanted if s in row]
+    return keep, np.array([row[s] for s in keep], dtype=np.int64), None, teacher.vocab_targets(
+        np.array([row[s] for s in keep], dtype=np.int64))
+
+
+def _token_set(groups: dict[str, list[str]], strings: list[str], ids: np.ndarray, teacher_x: np.ndarray,
+               student, rotate) -> TokenSet:
+    row = {s: i for i, s in enumerate(strings)}
+    picked, names, seen = [], [], set()
+    for name, tokens in groups.items():
+        for t in tokens:
+            if t in row and t not in seen:
+                picked.append(row[t])
+                names.append(name)
+                seen.add(t)
+    if len(picked) < 2:
+        raise DistillError("fewer than two of the report's tokens are in the teacher's vocabulary")
+    picked_ids = ids[picked]
+    return TokenSet([strings[i] for i in picked], names, rotate(teacher_x[picked]),
+                    student.embed_ids([[int(i)] for i in picked_ids]))
+
+
+def _word_rows(strings: list[str], n: int, seed: int = 0) -> np.ndarray:
+    """A seeded sample of whole-word tokens (letters only, 3+ characters; no URL fragments)."""
+    words = [i for i, s in enumerate(strings) if len(s) >= 3 and s.isalpha() and "http" not in s and "www" not in s]
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(words, min(n, len(words)), replace=False)) if words else np.array([], np.int64)
+
+
+def _neighbour_space(strings: list[str], ids: np.ndarray, teacher_all: np.ndarray, student, dims: list[int],
+                     rotate) -> dict | None:
+    """Student prefixes and PCA-truncated teacher prefixes vs the full teacher, over sampled word tokens."""
+    from distill.index.compare import compare_spaces
+    from distill.index.search import normalize_prefix
+
+    rows = _word_rows(strings, N_NEIGHBOUR_TOKENS)
+    if len(rows) <= 20:
+        return None
+    words = [strings[i] for i in rows]
+    x_t = normalize_prefix(rotate(teacher_all[rows]))  # (N, D_t); the rotation keeps cosines (uncentered)
+    x_s = normalize_prefix(student.embed_ids([[int(i)] for i in ids[rows]]))  # (N, D_s)
+    queries = sorted(np.random.default_rng(1).choice(len(rows), min(N_QUERIES, len(rows)), replace=False).tolist())
+    s_rows, examples = compare_spaces(x_t, x_s, dims, "student", k=10, example_rows=queries)
+    t_rows, _ = compare_spaces(x_t, x_t, [d for d in dims if d < x_t.shape[1]], "teacher-prefix", k=10)
+    from distill.index.search import self_knn
+
+    teacher_nn = self_knn(x_t, 10)
+    for ex in examples:
+        for q in ex["queries"]:
+            q["teacher"] = [words[i] for i in teacher_nn[q["row"]]]
+            q["text"] = words[q["row"]]
+            q["lost"] = [words[i] for i in q["lost"]]
+            q["gained"] = [words[i] for i in q["gained"]]
+    return {"n_tokens": len(rows), "rows": [r.as_dict() for r in s_rows + t_rows], "examples": examples}
+
+
+def _encode_speed(student, config: dict) -> float | None:
+    """Student texts/s on up to 2,000 corpus texts (None without a readable corpus)."""
+    if not config.get("corpus"):
+        return None
+    from distill.pipeline.corpus import read_corpus
+
+    try:
+        texts = read_corpus(config["corpus"], text_column=config.get("text_column", "text"), limit=2000).texts
+    except (DistillError, OSError):
+        return None
+    student.encode(texts[:64])  # warm up
+    t0 = time.perf_counter()
+    student.encode(texts)
+    return len(texts) / max(time.perf_counter() - t0, 1e-9)
+
+
+def load_run(run_dir: str | Path, groups: dict[str, list[str]] | None = None) -> RunData:
+    """Read a run folder and compute what its report needs.
+
+    :raises DistillError: when the folder holds no finished run (no summary.json or student/).
+    """
+    run_dir = Path(run_dir)
+    for name in ("config.json", "summary.json"):
+        if not (run_dir / name).is_file():
+            raise DistillError(f"{run_dir} holds no finished run (no {name})")
+    config = json.loads((run_dir / "config.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    data = RunData(run_dir, config, summary, read_metrics(run_dir / "metrics.jsonl"),
+                   [int(d) for d in summary.get("dims", [])])
+
+    from distill.pipeline.pca import PCARotation
+    from distill.students import load_student
+
+    student = load_student(run_dir / "student")
+    data.dims = data.dims or student.dims
+    pca = PCARotation.load(run_dir / "pca.npz") if (run_dir / "pca.npz").is_file() else None
+
+    def rotate(x: np.ndarray) -> np.ndarray:
+        return pca.transform(x) if pca is not None else np.asarray(x, dtype=np.float32)
+
+    groups = groups or DEFAULT_GROUPS
+    wanted = [t for tokens in groups.values() for t in tokens]
+    strings, ids, teacher_all, fresh = _teacher_vectors(config, summary, run_dir, wanted)
+    if teacher_all is not None:
+        data.tokens = _token_set(groups, strings, ids, teacher_all, student, rotate)
+        data.token_space = _neighbour_space(strings, ids, teacher_all, student, data.dims, rotate)
+    else:
+        data.tokens = _token_set(groups, strings, ids, fresh, student, rotate)
+
+    n_params = sum(p.numel() for p in student.parameters())
+    weights = run_dir / "student" / "model.safetensors"
+    speeds = [m["texts_per_s"] for m in data.metrics if "texts_per_s" in m]
+    data.facts = {
+        "student parameters": f"{n_params:,}",
+        "student weights": f"{weights.stat().st_size / 2**20:.1f} MiB" if weights.is_file() else "?",
+        "training speed": f"{np.median(speeds):,.0f} texts/s (median)" if speeds else "n/a",
+        "student encode speed": (f"{s:,.0f} texts/s (CPU, corpus texts)" if (s := _encode_speed(student, config))
+                                 else "n/a"),
+        "run time": f"{summary.get('seconds', 0):,.0f} s",
+    }
+    return data
+
+
+def term_series(metrics: list[dict]) -> dict[str, dict[int, tuple[list[int], list[float]]]]:
+    """Loss terms by name and prefix size: ``{"mse": {32: (steps, values)}}`` from keys like ``mse@32``."""
+    out: dict[str, dict[int, tuple[list[int], list[float]]]] = {}
+    for m in metrics:
+        for key, value in m.items():
+            match = re.fullmatch(r"([A-Za-z_]+)@(\d+)", key)
+            if match and isinstance(value, (int, float)):
+                steps, values = out.setdefault(match.group(1), {}).setdefault(int(match.group(2)), ([], []))
+                steps.append(int(m["step"]))
+                values.append(float(value))
+    return out

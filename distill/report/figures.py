@@ -1,0 +1,190 @@
+"""The report's figures: matplotlib (Agg, no display) in, PNG bytes out. One function per figure."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from distill.index.search import normalize_prefix  # noqa: E402
+from distill.report.data import RunData, TokenSet, term_series  # noqa: E402
+
+STUDENT, TEACHER = "#d62728", "#1f77b4"
+_GROUP_COLORS = plt.get_cmap("tab10").colors
+
+
+def to_png(fig, dpi: int = 100, tight: bool = True) -> bytes:
+    """PNG bytes of ``fig`` (closed after). ``tight=False`` skips a second layout pass: laid-out figures
+    with hundreds of tick labels render twice as fast."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _dim_axis(ax, dims: list[int]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(dims)
+    ax.set_xticklabels([str(d) for d in dims])
+    ax.set_xlabel("prefix size (dims)")
+    ax.grid(alpha=0.3)
+
+
+def _per_dim(block: dict, key: str) -> tuple[list[int], list[float]]:
+    pairs = sorted((int(d), v[key]) for d, v in block.items() if key in v)
+    return [d for d, _ in pairs], [v for _, v in pairs]
+
+
+def quality(data: RunData) -> bytes | None:
+    """Quality against dimension: STS, holdout overlap@10 and token overlap@10, student vs truncated teacher."""
+    panels = []
+    s = data.summary
+    if "sts" in s:
+        panels.append(("STS Spearman (x100)", s["sts"]["student"], s["sts"]["teacher"], "spearman"))
+    if "holdout" in s:
+        panels.append(("held-out texts: overlap@10 with the teacher", s["holdout"]["student"],
+                       s["holdout"]["teacher_truncated"], "overlap@10"))
+        panels.append(("held-out texts: similarity Spearman", s["holdout"]["student"],
+                       s["holdout"]["teacher_truncated"], "sim_spearman"))
+    if data.token_space:
+        rows = data.token_space["rows"]
+        panels.append((f"word tokens ({data.token_space['n_tokens']}): overlap@10",
+                       {str(r["dim"]): {"overlap": r["overlap"]} for r in rows if r["model"] == "student"},
+                       {str(r["dim"]): {"overlap": r["overlap"]} for r in rows if r["model"] == "teacher-prefix"},
+                       "overlap"))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, student, teacher, key) in zip(axes[0], panels):
+        for block, label, color, marker in ((teacher, "teacher, truncated", TEACHER, "s"),
+                                            (student, "student", STUDENT, "o")):
+            dims, values = _per_dim(block, key)
+            if dims:
+                ax.plot(dims, values, marker=marker, color=color, label=label)
+        _dim_axis(ax, sorted({int(d) for d in student} | {int(d) for d in teacher}))
+        ax.set_title(title, fontsize=10)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def training(data: RunData) -> bytes | None:
+    """Training curves: total loss and learning rate, then one panel per loss term with a line per prefix size."""
+    if not data.metrics:
+        return None
+    terms = term_series(data.metrics)
+    fig, axes = plt.subplots(1, 1 + len(terms), figsize=(4.2 * (1 + len(terms)), 3.4), squeeze=False)
+    steps = [m["step"] for m in data.metrics]
+    ax = axes[0][0]
+    ax.plot(steps, [m["loss"] for m in data.metrics], color="black", label="total loss")
+    ax.set_title("total loss (and learning rate)", fontsize=10)
+    ax.set_xlabel("step")
+    if "lr" in data.metrics[0]:
+        lr_ax = ax.twinx()
+        lr_ax.plot(steps, [m["lr"] for m in data.metrics], color="grey", linestyle=":", label="lr")
+        lr_ax.tick_params(labelsize=7, colors="grey")
+    ax.grid(alpha=0.3)
+    cmap = plt.get_cmap("viridis")
+    for ax, (name, by_dim) in zip(axes[0][1:], sorted(terms.items())):
+        dims = sorted(by_dim)
+        for n, d in enumerate(dims):
+            x, y = by_dim[d]
+            ax.plot(x, y, color=cmap(n / max(len(dims) - 1, 1)), label=f"@{d}")
+        if all(v > 0 for _, ys in by_dim.values() for v in ys):
+            ax.set_yscale("log")
+        ax.set_title(f"{name} loss per prefix size", fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def _cosine(x: np.ndarray, d: int) -> np.ndarray:
+    x = normalize_prefix(x, d)
+    return x @ x.T  # (N, N)
+
+
+def _group_edges(groups: list[str]) -> list[tuple[int, int, str]]:
+    spans, start = [], 0
+    for i in range(1, len(groups) + 1):
+        if i == len(groups) or groups[i] != groups[start]:
+            spans.append((start, i, groups[start]))
+            start = i
+    return spans
+
+
+def heatmaps(tokens: TokenSet, dims: list[int]) -> bytes:
+    """Cosine similarity of the token set at each prefix size: one row per size, teacher beside student."""
+    n = len(tokens.strings)
+    size = max(3.5, min(4.6, 0.1 * n))
+    # Margins in inches, laid out by hand: tight layout would measure every tick label again.
+    width, height = 2 * size + 2.0, (size + 0.9) * len(dims) + 0.2
+    fig, axes = plt.subplots(len(dims), 2, figsize=(width, height), squeeze=False,
+                             gridspec_kw={"left": 0.75 / width, "right": 1 - 1.3 / width, "bottom": 0.7 / height,
+                                          "top": 1 - 0.3 / height, "wspace": 0.6 / size, "hspace": 0.75 / size})
+    label_size = max(4.0, min(8.0, 330 / max(n, 1)))
+    image = None
+    for row, d in enumerate(dims):
+        for col, (name, x) in enumerate((("teacher", tokens.teacher), ("student", tokens.student))):
+            ax = axes[row][col]
+            image = ax.imshow(_cosine(x, min(d, x.shape[1])), vmin=-1, vmax=1, cmap="RdBu_r",
+                              interpolation="nearest")
+            ax.set_title(f"{name} @ {d} dims", fontsize=10)
+            ax.set_xticks(range(n))
+            ax.set_yticks(range(n))
+            ax.set_xticklabels(tokens.strings, fontsize=label_size, rotation=90)
+            ax.set_yticklabels(tokens.strings, fontsize=label_size)
+            ax.tick_params(length=0, pad=1)
+            for start, _, _ in _group_edges(tokens.groups)[1:]:
+                ax.axhline(start - 0.5, color="black", linewidth=0.6)
+                ax.axvline(start - 0.5, color="black", linewidth=0.6)
+    fig.colorbar(image, cax=fig.add_axes((1 - 1.0 / width, 0.35, 0.15 / width, 0.3)), label="cosine similarity")
+    return to_png(fig, tight=False)
+
+
+def _pca_2d(x: np.ndarray) -> np.ndarray:
+    x = normalize_prefix(x)
+    x = x - x.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[:2].T  # (N, 2)
+
+
+def projection(tokens: TokenSet, dims: list[int]) -> bytes:
+    """2-D PCA of the token vectors, labelled: teacher, student at full width, student at its smallest prefix."""
+    views = [("teacher (full width)", tokens.teacher), (f"student @ {dims[-1]} dims", tokens.student)]
+    if dims[0] < dims[-1]:
+        views.append((f"student @ {dims[0]} dims", tokens.student[:, :dims[0]]))
+    fig, axes = plt.subplots(1, len(views), figsize=(5.2 * len(views), 5), squeeze=False)
+    names = list(dict.fromkeys(tokens.groups))
+    colors = {g: _GROUP_COLORS[i % len(_GROUP_COLORS)] for i, g in enumerate(names)}
+    for ax, (title, x) in zip(axes[0], views):
+        xy = _pca_2d(x)
+        for g in names:
+            mask = np.array([t == g for t in tokens.groups])
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=14, color=colors[g], label=g, alpha=0.8)
+        for (px, py), label, g in zip(xy, tokens.strings, tokens.groups):
+            ax.annotate(label, (px, py), fontsize=7, color=colors[g], xytext=(2, 2), textcoords="offset points")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def all_figures(data: RunData) -> dict[str, bytes]:
+    """Every figure the run's data allows, by file stem."""
+    out = {}
+    for name, make in (("quality", lambda: quality(data)), ("training", lambda: training(data))):
+        png = make()
+        if png is not None:
+            out[name] = png
+    if data.tokens is not None:
+        out["heatmaps"] = heatmaps(data.tokens, data.dims)
+        out["projection"] = projection(data.tokens, data.dims)
+    return out

@@ -1,0 +1,155 @@
+"""The report page: one self-contained HTML file (inline CSS, images as base64 data URIs, no links out)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+
+from distill.report.data import RunData
+
+SECTIONS = {
+    "quality": "Quality against dimension",
+    "training": "Training curves",
+    "heatmaps": "Cosine similarity of tokens, prefix by prefix",
+    "projection": "2-D projection of token embeddings",
+    "neighbours": "Neighbours that changed most",
+    "run": "Run: config, teacher, sizes, speeds",
+}
+
+_CAPTIONS = {
+    "quality": "Each prefix of the student (red) against the teacher cut to the same number of dimensions "
+               "(blue): the baseline a Matryoshka student has to beat. Overlap@10 is the share of each item's "
+               "10 nearest neighbours under the full teacher that are kept.",
+    "training": "The total loss, then each loss term with one line per prefix size (from metrics.jsonl).",
+    "heatmaps": "Pairwise cosine similarity of the token set, ordered by group (lines separate groups): "
+                "teacher (PCA-rotated, cut to d dims) beside the student's first d dims.",
+    "projection": "Principal-component projection of the same tokens, coloured by group "
+                  "(UMAP is not installed, so PCA only).",
+}
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1240px;
+       padding: 16px 24px; color: #222; background: #fff; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.2em; border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 1.6em; }
+.sub { color: #666; margin-top: 0; }
+nav a { margin-right: 1em; color: #1f5fa8; text-decoration: none; font-size: 0.9em; }
+img { max-width: 100%; height: auto; display: block; margin: 8px 0; }
+img.narrow { max-width: 900px; }
+p.caption { color: #555; font-size: 0.9em; margin: 4px 0 8px; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 6px 0 12px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.lost { color: #b22; text-decoration: line-through; }
+.gained { color: #176d2c; }
+.kpi { display: inline-block; border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; margin: 0 8px 8px 0; }
+.kpi b { display: block; font-size: 1.2em; }
+pre { background: #f7f7f7; padding: 8px; font-size: 0.8em; overflow-x: auto; }
+"""
+
+
+def _img(name: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    narrow = ' class="narrow"' if name == "heatmaps" else ""  # tall: one row of two maps per prefix size
+    return f'<img alt="{escape(name)}"{narrow} src="data:image/png;base64,{data}">'
+
+
+def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else escape(str(v))
+
+
+def _quality_table(data: RunData) -> str:
+    s, rows = data.summary, []
+    for d in data.dims:
+        key = str(d)
+        row = [str(d)]
+        for block in (s.get("sts", {}).get("student", {}), s.get("sts", {}).get("teacher", {})):
+            row.append(f"{block[key]['spearman']:.1f}" if key in block else "–")
+        for block in (s.get("holdout", {}).get("student", {}), s.get("holdout", {}).get("teacher_truncated", {})):
+            row.append(f"{block[key]['overlap@10']:.3f}" if key in block else "–")
+        rows.append(row)
+    return _table(["dims", "STS Spearman: student", "teacher, truncated", "overlap@10: student",
+                   "teacher, truncated"], rows)
+
+
+def _neighbours(data: RunData) -> str:
+    space = data.token_space
+    if not space:
+        return "<p>No cached vocabulary targets of the teacher were found, so token neighbours were not compared.</p>"
+    examples = space["examples"]  # one entry per prefix size, the same queries in each
+    if not examples or not examples[0]["queries"]:
+        return "<p>No sample queries.</p>"
+    by_dim = {ex["dim"]: ex["queries"] for ex in examples}
+    smallest = min(by_dim)
+    order = sorted(range(len(by_dim[smallest])), key=lambda i: (-len(by_dim[smallest][i]["lost"]), i))[:8]
+    dims = sorted(by_dim)
+    header = ["query", "teacher's 10 nearest"] + [f"student @ {d}: −lost +gained" for d in dims]
+    rows = []
+    for i in order:
+        q = by_dim[smallest][i]
+        cells = [f"<b>{escape(q['text'])}</b>", escape(", ".join(q["teacher"]))]
+        for d in dims:
+            qd = by_dim[d][i]
+            kept = 10 - len(qd["lost"])
+            lost = " ".join(f'<span class="lost">{escape(w)}</span>' for w in qd["lost"])
+            gained = " ".join(f'<span class="gained">{escape(w)}</span>' for w in qd["gained"])
+            cells.append(f"{kept}/10 kept<br>{lost}<br>{gained}")
+        rows.append(cells)
+    intro = (f"<p class=\"caption\">Nearest neighbours among {space['n_tokens']:,} sampled word tokens of the "
+             f"vocabulary under the full teacher, and what each student prefix lost (red) and gained (green). "
+             f"Of {len(by_dim[smallest])} sample queries, the {len(order)} that changed most at {smallest} dims.</p>")
+    return intro + _table(header, rows, numeric_from=99)
+
+
+def _run_section(data: RunData) -> str:
+    s, c = data.summary, data.config
+    teacher = s.get("teacher", {})
+    kpis = [("teacher", f"{teacher.get('name', c.get('teacher'))} ({teacher.get('dim', '?')} dims)"),
+            ("student", f"{s.get('student', c.get('student'))}, dims {', '.join(map(str, data.dims))}"),
+            ("texts", f"{s.get('train_texts', 0):,} train / {s.get('holdout_texts', 0):,} held out")]
+    kpis += list(data.facts.items())
+    if "train" in s:
+        kpis.append(("loss", f"{s['train'].get('first_loss', 0):.4f} → {s['train'].get('final_loss', 0):.4f} "
+                             f"in {s['train'].get('steps', 0)} steps"))
+    html = "".join(f'<div class="kpi">{escape(k)}<b>{escape(str(v))}</b></div>' for k, v in kpis)
+    html += "<h3>config.json</h3><pre>" + escape(json.dumps(c, indent=2)) + "</pre>"
+    html += "<h3>teacher identity</h3><pre>" + escape(json.dumps(teacher, indent=2)) + "</pre>"
+    return html
+
+
+def render(data: RunData, figures: dict[str, bytes]) -> str:
+    """The whole page as one string."""
+    title = f"distill report: {data.run_dir.name}"
+    teacher = data.summary.get("teacher", {}).get("name", data.config.get("teacher", "?"))
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>{escape(title)}</h1>",
+             f"<p class=\"sub\">{escape(data.summary.get('student', '?'))} student of {escape(str(teacher))}, "
+             f"prefix sizes {', '.join(map(str, data.dims))}</p>",
+             "<nav>" + "".join(f'<a href="#{k}">{escape(v)}</a>' for k, v in SECTIONS.items()) + "</nav>"]
+    for key, heading in SECTIONS.items():
+        parts.append(f'<section id="{key}"><h2>{escape(heading)}</h2>')
+        if key in _CAPTIONS:
+            parts.append(f'<p class="caption">{escape(_CAPTIONS[key])}</p>')
+        if key in figures:
+            parts.append(_img(key, figures[key]))
+        elif key in _CAPTIONS:
+            parts.append("<p>Not available for this run.</p>")
+        if key == "quality":
+            parts.append(_quality_table(data))
+        elif key == "neighbours":
+            parts.append(_neighbours(data))
+        elif key == "run":
+            parts.append(_run_section(data))
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
