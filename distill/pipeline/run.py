@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.errors import DistillError
+from distill.hierarchy.config import HierarchyConfig, TokenizerMode
 from distill.pipeline.corpus import read_corpus
 from distill.pipeline.evaluate import agreement, read_pairs, sts_scores
 from distill.pipeline.init import init_static, init_transformer
@@ -46,6 +47,8 @@ class RunConfig:
     n_heads: int = 4
     token_targets: bool = True  # transformer students: also learn the teacher's contextual token states
     device: str | None = None
+    tokenizer: str = "teacher"  # teacher | char (single characters of the corpus, for demonstrations)
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)  # imposed or emergent token groups
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
@@ -63,7 +66,10 @@ class RunConfig:
             train["dim_weights"] = tuple(train["dim_weights"])
         if "dims" in data:
             data["dims"] = tuple(int(d) for d in data["dims"])
-        return cls(**data, train=TrainConfig(**train))
+        if data.get("tokenizer", "teacher") not in {m.value for m in TokenizerMode}:
+            raise DistillError(f"unknown tokenizer {data['tokenizer']!r} (teacher, char)")
+        hierarchy = HierarchyConfig.from_dict(data.pop("hierarchy", None))
+        return cls(**data, train=TrainConfig(**train), hierarchy=hierarchy)
 
 
 def _student_dims(dims: tuple[int, ...], teacher_dim: int) -> list[int]:
@@ -133,6 +139,12 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_str(teacher.tokenizer.backend_tokenizer.to_str())
+    if cfg.tokenizer == TokenizerMode.CHAR:  # single characters, each with the teacher's vector of it alone
+        from distill.hierarchy.chars import char_vocab
+
+        if cfg.student != "static":
+            raise DistillError("--tokenizer char needs --student static")
+        tokenizer, vocab = char_vocab(teacher, texts, cfg.targets_dir)
     special = teacher.tokenizer
     config = StudentConfig(kind=cfg.student, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
                            dim=dims[-1], dims=dims, teacher=teacher.identity(), width=cfg.width,
@@ -156,13 +168,19 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
         if data is None:
             raise DistillError("a transformer student needs texts to learn from: pass --corpus")
 
+    from distill.hierarchy.session import start_hierarchy
+
+    hierarchy = start_hierarchy(cfg.hierarchy, student, vocab, data.seqs if data else None, pca, cfg.train.seed)
     summary: dict = {"teacher": teacher.identity(), "student": cfg.student, "dims": dims,
                      "train_texts": len(train_idx), "holdout_texts": len(held)}
     if data is not None:
-        summary["train"] = Trainer(student, data, cfg.train, out).fit(resume=resume)
+        summary["train"] = Trainer(student, data, cfg.train, out,
+                                   extra_terms=hierarchy.terms if hierarchy else None).fit(resume=resume)
     if not state.is_main_process:
         return summary
     student.save(out / "student")
+    if hierarchy is not None:  # groups.json: the groups and their typical tokens, for the report and `distill groups`
+        summary["hierarchy"] = hierarchy.finish(out, student)
     if targets is not None:
         held_texts = [texts[i] for i in held]
         x_student = student.encode(held_texts)
@@ -178,4 +196,10 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
         export_sentence_transformers(student, out / "student-st")
     summary["seconds"] = time.perf_counter() - t0
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    try:
+        from distill.report import write_report
+
+        write_report(out)
+    except Exception as e:  # a broken report must not lose a finished run
+        logger.warning("could not write the report (rerun `distill plot %s`): %s", out, e)
     return summary
