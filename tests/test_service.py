@@ -435,4 +435,23 @@ def test_transformer_student_cuts_long_token_id_inputs_to_its_max_length(tmp_pat
         a, b = (np.array(d["embedding"]) for d in r.json()["data"])
         np.testing.assert_allclose(a, b, atol=1e-6)
         assert r.json()["usage"]["prompt_tokens"] == 16  # the tokens actually embedded
-        assert c.post("/v1/embeddings", json={"input": "a cat", "dimensions": 32}).status_code == 200
+        texts = TEXTS + ["a cat", "the city council sells the map again and again and again with great care"]
+        r = c.post("/v1/embeddings", json={"input": texts, "dimensions": 32})
+        want = distill.load(folder).encode(texts, dim=32)
+        np.testing.assert_allclose([d["embedding"] for d in r.json()["data"]], want, atol=1e-5)
+
+
+def test_forward_chunks_cover_every_row_once_within_the_token_budget(tmp_path):
+    from distill.service.embedder import Embedder
+
+    class Padded:
+        kind, dim = "transformer", 4
+        config = StudentConfig(kind="transformer", vocab_size=10, dim=4, dims=[4], max_length=64)
+
+    rng = np.random.default_rng(0)
+    seqs = [[1] * int(n) for n in rng.integers(1, 60, 300)]
+    chunks = Embedder(Padded(), max_batch=16, max_batch_tokens=128).chunks(seqs)
+    assert sorted(i for c in chunks for i in c) == list(range(300))
+    for c in chunks:
+        widest = max(len(seqs[i]) for i in c)
+        assert len(c) <= 16 and (len(c) == 1 or len(c) * widest <= 128)

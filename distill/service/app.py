@@ -27,6 +27,11 @@ from distill.students import Student, load_student
 
 logger = logging.getLogger("distill.service")
 
+# Small requests tokenize and serialize on the event loop: a hop to a worker thread costs more than
+# the work (tens of microseconds) and, on a busy CPU, waits for a core. Big ones go to threads.
+_INLINE_CHARS = 8192
+_INLINE_FLOATS = 32_768
+
 
 @dataclass
 class ServiceState:
@@ -54,7 +59,7 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         model = student if student is not None else await run_in_threadpool(load_student, settings.model)
-        embedder = Embedder(model, max_batch=settings.max_batch)
+        embedder = Embedder(model, max_batch=settings.max_batch, max_batch_tokens=settings.max_batch_tokens)
         batcher = Batcher(embedder.core, max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000,
                           merge=settings.batching, on_batch=metrics.observe_batch)
         searcher = None
@@ -92,8 +97,9 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
         seqs = await _sequences(s, body.input)
         raw = await s.batcher.embed(seqs)  # (N, width)
         n_tokens = sum(len(q) for q in seqs)
-        s_name, fmt = s.name, body.encoding_format
-        return await run_in_threadpool(_embedding_response, raw, dim, fmt, s_name, n_tokens)
+        if len(seqs) * dim <= _INLINE_FLOATS:
+            return _embedding_response(raw, dim, body.encoding_format, s.name, n_tokens)
+        return await run_in_threadpool(_embedding_response, raw, dim, body.encoding_format, s.name, n_tokens)
 
     @app.post("/v1/search")
     async def search(body: SearchRequest, request: Request) -> JSONResponse:
@@ -114,7 +120,7 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
         if dim not in dims:
             raise APIError(400, f"dimensions must be one of {', '.join(map(str, dims))} for this index, got {dim}",
                            param="dimensions", code="invalid_dimensions")
-        raw = await s.batcher.embed(await run_in_threadpool(s.embedder.pre, texts))
+        raw = await s.batcher.embed(await _tokenize(s, texts))
         hits = await s.searcher.search(raw, body.k, dim)
         data = [{"index": i, "query": t, "hits": h} for i, (t, h) in enumerate(zip(texts, hits))]
         return JSONResponse({"object": "list", "model": s.name, "dimensions": dim, "data": data})
@@ -180,7 +186,7 @@ async def _sequences(s: ServiceState, input_: str | list) -> list[list[int]]:
         input_ = [input_]  # one token-id list
     if not input_ or isinstance(input_[0], str):
         _check_texts(s.settings, input_)
-        return await run_in_threadpool(s.embedder.pre, input_)
+        return await _tokenize(s, input_)
     if len(input_) > s.settings.max_inputs:
         raise APIError(413, f"too many inputs: {len(input_)} (at most {s.settings.max_inputs} per request)",
                        param="input", code="too_many_inputs")
@@ -195,6 +201,12 @@ async def _sequences(s: ServiceState, input_: str | list) -> list[list[int]]:
             raise APIError(422, f"input[{i}] holds token ids outside 0..{vocab - 1}", param="input",
                            code="invalid_token_id")
     return s.embedder.pre_ids(input_)
+
+
+async def _tokenize(s: ServiceState, texts: list[str]) -> list[list[int]]:
+    if sum(map(len, texts)) <= _INLINE_CHARS:
+        return s.embedder.pre(texts)
+    return await run_in_threadpool(s.embedder.pre, texts)
 
 
 def _embedding_response(raw: np.ndarray, dim: int, encoding_format: str, name: str, n_tokens: int) -> Response:

@@ -25,7 +25,7 @@ def serve(
                                                   "into one forward pass (default on).")] = None,
     max_batch: Annotated[int | None, typer.Option(help="Texts per forward pass (default 256).")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="How long a pass waits for more requests "
-                                                      "(default 5 ms).")] = None,
+                                                      "(default 2 ms).")] = None,
     max_inputs: Annotated[int | None, typer.Option(help="Inputs per request (default 2048).")] = None,
     max_input_chars: Annotated[int | None, typer.Option(help="Characters per input (default 16384).")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Request body size (default 16 MiB).")] = None,

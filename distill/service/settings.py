@@ -26,7 +26,8 @@ class ServiceSettings(BaseSettings):
     # dynamic batching: concurrent requests are merged into one forward pass
     batching: bool = Field(True, description="Merge concurrent requests; off: one request per forward pass.")
     max_batch: int = Field(256, ge=1, description="Texts per forward pass (a bigger request is split).")
-    max_wait_ms: float = Field(5.0, ge=0, description="How long a forward pass waits for more requests.")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long a forward pass waits for more requests.")
+    max_batch_tokens: int = Field(512, ge=1, description="Padded tokens per transformer forward chunk.")
 
     # limits: a request past one of these is refused, never half-served
     max_inputs: int = Field(2048, ge=1, description="Inputs (or queries) per request -> 413.")
