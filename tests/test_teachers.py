@@ -189,3 +189,21 @@ def test_minilm_vocab_drops_unused():
     assert n_unused == 994
     assert len(ids) == 30522 - n_unused - 5
     assert not any(t.startswith("[unused") or t in {"[CLS]", "[SEP]", "[PAD]"} for t in strings)
+
+
+def test_unreachable_hub_fails_fast_even_when_dns_hangs(monkeypatch):
+    """Online mode with a resolver that never answers: the probe gives up after its timeout."""
+    import socket
+
+    from huggingface_hub import constants
+
+    def hanging_getaddrinfo(*args, **kwargs):  # no real lookup ever happens
+        time.sleep(20)
+        raise OSError("no resolver")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_getaddrinfo)
+    start = time.monotonic()
+    with pytest.raises(TeacherNotFoundError, match="hub cannot be reached"):
+        load_teacher("no-such-org/no-such-model-xyz", device="cpu")
+    assert time.monotonic() - start < 5

@@ -8,6 +8,7 @@ with a message that says what to pass instead.
 from __future__ import annotations
 
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -64,11 +65,21 @@ def _hub_reachable() -> bool:
         return False
     url = urlparse(constants.ENDPOINT)
     port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=_PROBE_TIMEOUT_S).close()
-        return True
-    except OSError:
-        return False
+    reached: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((url.hostname, port), timeout=_PROBE_TIMEOUT_S).close()
+            reached.append(True)
+        except OSError:
+            reached.append(False)
+
+    # The socket timeout does not bound the DNS lookup, which can take 10 s or more with an
+    # unreachable resolver: wait for the probe in a daemon thread for the timeout at most.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(_PROBE_TIMEOUT_S)
+    return bool(reached and reached[0])
 
 
 def _not_found(spec: str, detail: str) -> TeacherNotFoundError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import re
@@ -95,6 +96,7 @@ class Teacher:
         self.max_length, self.device = max_length, device
         self._fingerprint: str | None = None
         self._prefix, self._suffix = self._special_frame()
+        self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
 
     # ---- identity -------------------------------------------------------------------------------
     @property
@@ -160,7 +162,7 @@ class Teacher:
         ids, mask = self._pad(seqs)
         ids, mask = ids.to(self.device), mask.to(self.device)
         kwargs = {}
-        if self.tokenizer.padding_side == "left":
+        if self.tokenizer.padding_side == "left" and self._takes_position_ids:
             # Models with absolute positions (GPT-2, BERT) count positions from column 0, so a
             # left-padded text would start at position `width - len`: number real tokens from 0.
             kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)  # (B, T)
