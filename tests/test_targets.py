@@ -217,11 +217,14 @@ def _free_port() -> int:
 def test_accelerate_two_processes_match_one(tiny_bert_dir, tiny_corpus, tmp_path):
     args = _cli_args(tiny_bert_dir, tiny_corpus, tmp_path / "two", "--kinds", "text,token", "--shard-size", "25",
                      "--batch-size", "8")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "distill.cli", *args]
+    # `accelerate launch --cpu --num_processes 2` starts ONE process unless MPI is set up; torchrun (what
+    # `accelerate launch --multi_gpu` runs) starts two, which distill joins into a gloo group on CPU
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), "-m", "distill.cli", *args]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
+    for rank in (0, 1):  # both ranks labeled their half of the 8 shards
+        assert f"rank {rank} of 2 labels 4 of 8 text shards" in done.stderr
     one = tmp_path / "one"
     result = CliRunner().invoke(app, _cli_args(tiny_bert_dir, tiny_corpus, one, "--kinds", "text,token",
                                                "--shard-size", "25", "--batch-size", "8"))

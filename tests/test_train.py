@@ -98,6 +98,14 @@ def test_same_seed_gives_the_same_student_twice(tmp_path, tiny_bert_dir, tiny_co
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _eval_loss(folder, targets_texts):
     """Nested loss of a trained student on all training texts in one batch (deterministic)."""
     from distill.pipeline.pca import PCARotation
@@ -124,7 +132,7 @@ def test_two_processes_under_accelerate_reach_the_same_loss(tmp_path, tiny_bert_
     # `accelerate launch --cpu` starts one process unless MPI is set up; torchrun (what `accelerate launch
     # --multi_gpu` runs) starts two, and distill makes them a gloo group on a machine without CUDA
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29533", "-m", "distill.cli", "run", "--out", str(tmp_path / "two"), *args],
+                          str(_free_port()), "-m", "distill.cli", "run", "--out", str(tmp_path / "two"), *args],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     texts = read_corpus(tiny_corpus).texts

@@ -175,6 +175,9 @@ def build_targets(teacher: Teacher, kind: TargetKind | str, out: str | Path, tex
     folder.mkdir(parents=True, exist_ok=True)
     mine = [s for s in range(n_shards) if s % state.num_processes == state.process_index]
     todo = [s for s in mine if not _shard_ok(folder, names[s])]
+    if state.num_processes > 1:
+        logger.info("rank %d of %d labels %d of %d %s shards", state.process_index, state.num_processes,
+                    len(todo), n_shards, kind.value)
     if len(todo) < len(mine):
         logger.info("resuming: %d of %d shards already complete", len(mine) - len(todo), len(mine))
     bar = tqdm(total=sum(min(shard_size, len(items) - s * shard_size) for s in todo), unit="text",
