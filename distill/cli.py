@@ -117,6 +117,7 @@ app.command()(compare)
 
 
 def _register() -> None:
+    from distill.hierarchy.cli import groups_command
     from distill.pipeline.cli import embed, export, run_command
     from distill.report.cli import eval_command, plot
     from distill.service.cli import serve
@@ -127,6 +128,7 @@ def _register() -> None:
     app.command("eval")(handle_errors(eval_command))
     app.command()(handle_errors(plot))
     app.command()(handle_errors(serve))
+    app.command("groups")(handle_errors(groups_command))
 
 
 _register()

@@ -44,6 +44,17 @@ def run_command(
     targets_dir: Annotated[Path | None, typer.Option(help="Teacher target cache (shared by runs).")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: best available).")] = None,
+    groups: Annotated[Path | None, typer.Option(help="YAML file of imposed token groups, each level tied to a "
+                                                "prefix size (see distill/hierarchy/groups.py).")] = None,
+    emergent: Annotated[bool, typer.Option("--emergent", help="Cluster the teacher's token vectors into a "
+                                           "coarse-to-fine tree tied to the smallest prefix sizes.")] = False,
+    hierarchy_weight: Annotated[float | None, typer.Option(help="Weight of the hierarchy term (default 1).")] = None,
+    branching: Annotated[str | None, typer.Option(help="--emergent: groups per parent at each level, "
+                                                  "coarse to fine, e.g. 4,4.")] = None,
+    refresh_every: Annotated[int | None, typer.Option(help="--emergent: re-cluster the student's own token rows "
+                                                      "every N steps.")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="teacher (word pieces) | char (single characters of the "
+                                                  "corpus, for demonstrations).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with the same options; "
                                                 "flags given on the command line win.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run in --out from its last checkpoint.")] = False,
@@ -68,6 +79,11 @@ def run_command(
              "sts": str(sts) if sts else None, "text_column": text_column,
              "targets_dir": str(targets_dir) if targets_dir else None, "device": device}
     options.update({k: v for k, v in flags.items() if v is not None})
+    if tokenizer is not None:
+        options["tokenizer"] = tokenizer
+    hierarchy = {"groups": str(groups) if groups else None, "emergent": emergent or None, "weight": hierarchy_weight,
+                 "branching": _parse_dims(branching) if branching else None, "refresh_every": refresh_every}
+    options["hierarchy"] = {**(options.get("hierarchy") or {}), **{k: v for k, v in hierarchy.items() if v is not None}}
     train.update({k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                                     "checkpoint_every": checkpoint_every}.items() if v is not None})
     if out is None:

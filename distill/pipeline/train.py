@@ -95,14 +95,15 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, keep:
 class Trainer:
     """Trains one student on one :class:`TrainData`, writing checkpoints and metrics into ``run_dir``."""
 
-    def __init__(self, student: Student, data: TrainData, config: TrainConfig, run_dir: str | Path):
+    def __init__(self, student: Student, data: TrainData, config: TrainConfig, run_dir: str | Path,
+                 extra_terms: dict | None = None):
         from accelerate import Accelerator
 
         self.config, self.data, self.run_dir = config, data, Path(run_dir)
         # autocast is ours (bf16 on CUDA); accumulation is by hand so a short last step stays exact
         self.accelerator = Accelerator(cpu=config.cpu or not torch.cuda.is_available(), mixed_precision="no")
         self.loss_fn = NestedLoss(student.dims, config.dim_weights, mse=config.mse, cosine=config.cosine,
-                                  relational=config.relational)
+                                  relational=config.relational, extra_terms=extra_terms)
         self.token_loss = TokenCosineLoss()
         self.student = student
         torch.manual_seed(config.seed)
@@ -132,7 +133,7 @@ class Trainer:
                 ids, mask = ids.to(device), mask.to(device)
                 pooled, states = self.model(ids, mask)
                 token_term = self._token_term(idx, states, mask)
-        loss, logs = self.loss_fn(pooled.float(), target)
+        loss, logs = self.loss_fn(pooled.float(), target, model=self.student)
         if token_term is not None:
             loss = loss + self.config.token * token_term
             logs["token"] = float(token_term.detach())
@@ -205,6 +206,9 @@ class Trainer:
                     self.optimizer.zero_grad()
                     self.scheduler.step()
                     self.step += 1
+                    for term in self.loss_fn.extra_terms.values():  # e.g. emergent groups refreshed from the student
+                        if hasattr(term, "on_step"):
+                            term.on_step(self.step, self.student)
                     last_loss = float(loss.detach())
                     first_loss = last_loss if first_loss is None else first_loss
                     bar.update(1)

@@ -4,7 +4,8 @@ For each ``d`` in ``dims``: ``weight_d * (a * MSE(s[:, :d], y[:, :d]) + b * (1 -
 + c * relational(s[:, :d], y))``, where ``y`` is the PCA-rotated teacher target, so the student's
 first ``d`` dims are asked to hold the teacher's top-``d`` components. Extra terms (the hierarchy term
 of imposed or emergent token groups) plug in through ``extra_terms``: modules called as
-``term(student_prefix, d, **batch)`` that return a scalar or None when they do not apply at ``d``.
+``term(student_prefix, d, **batch)`` that return a scalar or None when they do not apply at ``d``;
+the trainer puts ``model=`` (the unwrapped student) in ``batch``, for terms on the token table.
 """
 
 from __future__ import annotations
