@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from distill.errors import DistillError
 from distill.hierarchy.config import HierarchyConfig, TokenizerMode
@@ -150,6 +151,7 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
                            dim=dims[-1], dims=dims, teacher=teacher.identity(), width=cfg.width,
                            n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_length=teacher.max_length,
                            pad_id=special.pad_token_id or 0, cls_id=special.cls_token_id, sep_id=special.sep_token_id)
+    torch.manual_seed(cfg.train.seed)  # the same seed gives the same initial weights, whatever ran before
     student = build_student(config, tokenizer)
     data = None
     if targets is not None:
