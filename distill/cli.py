@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from distill.cli_utils import handle_errors
 from distill.errors import DistillError
 from distill.index.cli import compare, index_app, query
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil big embedding models into small, fast, hierarchical students.")
-
-
-def handle_errors(fn):
-    """Turn user errors into one line on stderr and exit code 2, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DistillError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @app.callback()

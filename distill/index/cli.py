@@ -5,39 +5,16 @@ They only parse options and call one function of the package; `distill/cli.py` r
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from distill.cli_utils import handle_errors, parse_dims
 from distill.index.build import IndexType
 
 index_app = typer.Typer(no_args_is_help=True, help="Build and extend FAISS indexes of a corpus, one per prefix size.")
-
-
-def _handle_errors(fn):
-    """distill.cli.handle_errors, imported when the command runs (distill.cli imports this module)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from distill.cli import handle_errors
-
-        return handle_errors(fn)(*args, **kwargs)
-
-    return wrapper
-
-
-def _dims(value: str | None) -> list[int] | None:
-    if not value:
-        return None
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        from distill.errors import DistillError
-
-        raise DistillError(f"--dims takes comma-separated integers such as 64,256, got {value!r}") from None
 
 
 def _read_texts(path: Path, text_column: str, limit: int | None = None) -> list[str]:
@@ -53,7 +30,7 @@ BatchOpt = Annotated[int, typer.Option(help="Texts per encode batch.")]
 
 
 @index_app.command("build")
-@_handle_errors
+@handle_errors
 def build(
     model: ModelOpt,
     corpus: CorpusOpt,
@@ -71,7 +48,7 @@ def build(
     from distill.index.models import load_model
 
     texts = _read_texts(corpus, text_column, limit)
-    m = build_index(load_model(model), texts, out, dims=_dims(dims), index_type=index_type, spec=model,
+    m = build_index(load_model(model), texts, out, dims=parse_dims(dims), index_type=index_type, spec=model,
                     batch_size=batch_size, progress=True, overwrite=overwrite)
     typer.echo(f"{out}: {m.count} texts, {m.index_type} index at dims {','.join(map(str, m.dims))}")
     for d, r in m.recall_at_10.items():
@@ -79,7 +56,7 @@ def build(
 
 
 @index_app.command("add")
-@_handle_errors
+@handle_errors
 def add(
     corpus: CorpusOpt,
     index: Annotated[Path, typer.Option(help="Index folder to extend.")],
@@ -99,7 +76,7 @@ def add(
     typer.echo(f"{index}: added ids {first}..{count - 1}, {count} texts in all")
 
 
-@_handle_errors
+@handle_errors
 def query(
     index: Annotated[Path, typer.Option(help="Index folder (from `distill index build`).")],
     text: Annotated[list[str] | None, typer.Argument(help="Query text(s).")] = None,
@@ -143,7 +120,7 @@ def query(
         console.print(table)
 
 
-@_handle_errors
+@handle_errors
 def compare(
     teacher: Annotated[str, typer.Option("--teacher", "-t", help="Teacher alias, HF id or folder (the reference).")],
     student: Annotated[str, typer.Option("--student", "-s", help="Student folder (or any model spec).")],
@@ -167,7 +144,7 @@ def compare(
     from distill.index.models import load_model
 
     texts = _read_texts(corpus, text_column, limit)
-    report = compare_models(load_model(teacher), load_model(student), texts, dims=_dims(dims), k=k, n_pairs=pairs,
+    report = compare_models(load_model(teacher), load_model(student), texts, dims=parse_dims(dims), k=k, n_pairs=pairs,
                             n_examples=examples, batch_size=batch_size, progress=not json_out)
     if csv is not None:
         import pandas as pd

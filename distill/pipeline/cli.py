@@ -10,19 +10,10 @@ from typing import Annotated
 
 import typer
 
+from distill.cli_utils import parse_dims
 from distill.errors import DistillError
 
 logger = logging.getLogger("distill")
-
-
-def _parse_dims(value: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise DistillError(f"--dims must be a comma list of integers, got {value!r}") from None
-    if not dims or min(dims) < 1:
-        raise DistillError(f"--dims must hold positive sizes, got {value!r}")
-    return dims
 
 
 def run_command(
@@ -75,14 +66,15 @@ def run_command(
             raise DistillError(f"{config} must hold a mapping of options")
     train = dict(options.pop("train", {}) or {})
     flags = {"teacher": teacher, "corpus": str(corpus) if corpus else None, "student": student,
-             "dims": _parse_dims(dims) if dims else None, "limit": limit, "holdout": holdout,
+             "dims": tuple(parse_dims(dims)) if dims else None, "limit": limit, "holdout": holdout,
              "sts": str(sts) if sts else None, "text_column": text_column,
              "targets_dir": str(targets_dir) if targets_dir else None, "device": device}
     options.update({k: v for k, v in flags.items() if v is not None})
     if tokenizer is not None:
         options["tokenizer"] = tokenizer
     hierarchy = {"groups": str(groups) if groups else None, "emergent": emergent or None, "weight": hierarchy_weight,
-                 "branching": _parse_dims(branching) if branching else None, "refresh_every": refresh_every}
+                 "branching": tuple(parse_dims(branching, "--branching")) if branching else None,
+                 "refresh_every": refresh_every}
     options["hierarchy"] = {**(options.get("hierarchy") or {}), **{k: v for k, v in hierarchy.items() if v is not None}}
     train.update({k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                                     "checkpoint_every": checkpoint_every}.items() if v is not None})

@@ -9,19 +9,10 @@ from typing import Annotated
 
 import typer
 
-from distill.errors import DistillError
+from distill.cli_utils import parse_dims
 
 _METRICS = {"sts": ("spearman", "pearson"), "word_pairs": ("spearman", "pearson", "n"),
             "analogies": ("accuracy", "correct", "n")}
-
-
-def _dims(value: str | None) -> list[int] | None:
-    if not value:
-        return None
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise DistillError(f"--dims takes comma-separated integers such as 64,256, got {value!r}") from None
 
 
 def _cell(value) -> str:
@@ -66,7 +57,7 @@ def eval_command(
     run_student = Path(model) / "student"
     spec = run_student if (run_student / "distill_student.json").is_file() else model
     baseline = load_model(teacher) if teacher else None
-    result = evaluate_model(load_model(spec), _dims(dims), sts=sts, word_pairs=word_pairs, analogies=analogies,
+    result = evaluate_model(load_model(spec), parse_dims(dims), sts=sts, word_pairs=word_pairs, analogies=analogies,
                             teacher=baseline)
     _print_tables(result)
     if json_out is not None:
