@@ -61,4 +61,4 @@ def init_transformer(student: TransformerStudent, input_embeddings: np.ndarray, 
     rows = rows / (rows.std() + 1e-8) * 0.02  # the usual init scale of a token embedding
     with torch.no_grad():
         weight = student.token_embedding.weight
-        weight[torch.as_tensor(vocab_ids), : rows.shape[1]] = torch.from_numpy(rows.astype(np.float32).copy())
+        weight[torch.as_tensor(np.array(vocab_ids)), : rows.shape[1]] = torch.from_numpy(rows.astype(np.float32).copy())
