@@ -21,7 +21,7 @@ Labeling is the slow part (MiniLM: ~100-200 texts/s on 2 cores). The teacher lab
 each run's own target set (its corpus is a different list of texts, hence a different cache key) is
 then filled from those labels by a stand-in teacher with the same identity instead of running the
 model again. The transformer student needs contextual token states, which are labeled only for the
-first ``--transformer-train`` training texts.
+first ``--token-texts`` training texts.
 
 Model2Vec is a benchmark-only dependency: ``pip install --no-deps model2vec skeletoken`` (its
 ``distill`` extra pins an old transformers; its distill function runs fine on ours).
