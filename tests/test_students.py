@@ -31,7 +31,12 @@ def _transformer(seed: int = 0) -> TransformerStudent:
     torch.manual_seed(seed)
     cfg = StudentConfig(kind="transformer", vocab_size=len(WORDS), dim=16, dims=[4, 8, 16], width=32, n_layers=2,
                         n_heads=4, max_length=16)
-    return TransformerStudent(cfg, _tokenizer()).eval()
+    s = TransformerStudent(cfg, _tokenizer()).eval()
+    with torch.no_grad():  # a trained-looking student: static rows, weights and a non-zero context head
+        s.embedding.normal_()
+        s.log_weight.normal_(std=0.5)
+        s.head.weight.normal_(std=0.5)
+    return s
 
 
 def test_static_numpy_inference_equals_the_torch_forward():
@@ -92,6 +97,19 @@ def test_sentence_transformers_export_gives_the_same_vectors(tmp_path):
         st = SentenceTransformer(str(tmp_path / "st"), device="cpu", truncate_dim=dim)
         got = st.encode(TEXTS, normalize_embeddings=True)
         assert np.allclose(got, s.encode(TEXTS, dim=dim), atol=1e-5)
+
+
+def test_an_untrained_transformer_student_is_its_static_student():
+    s = _transformer()
+    with torch.no_grad():
+        s.head.weight.zero_()
+    static = _static()
+    static.load_state_dict({"embedding": s.embedding, "log_weight": s.log_weight})
+    seqs = s.tokenize(TEXTS)  # with [CLS]/[SEP]: give them no weight, as init does for tokens without targets
+    with torch.no_grad():
+        s.log_weight[[WORDS.index("[CLS]"), WORDS.index("[SEP]")]] = -30.0
+        static.log_weight.copy_(s.log_weight)
+    assert np.allclose(s.embed_ids(seqs), static.embed_ids(seqs), atol=1e-5)
 
 
 def test_transformer_student_pads_without_changing_vectors():

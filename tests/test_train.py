@@ -144,3 +144,17 @@ def test_two_processes_under_accelerate_reach_the_same_loss(tmp_path, tiny_bert_
     a, b = _eval_loss(tmp_path / "one", data), _eval_loss(tmp_path / "two", data)
     print(f"eval loss: one process {a!r}, two processes {b!r}")
     assert abs(a - b) / a < 0.05
+
+
+def test_epoch_order_is_a_seeded_permutation_with_batches_of_similar_length():
+    from distill.pipeline.train import epoch_order
+
+    lengths = np.random.default_rng(0).integers(1, 200, size=1000)
+    order = epoch_order(1000, seed=3, batch=16, lengths=lengths)
+    assert sorted(order) == list(range(1000))
+    assert np.array_equal(order, epoch_order(1000, seed=3, batch=16, lengths=lengths))
+    assert not np.array_equal(order, epoch_order(1000, seed=4, batch=16, lengths=lengths))
+    spread = [np.ptp(lengths[order[i:i + 16]]) for i in range(0, 1000, 16)]
+    random_spread = [np.ptp(lengths[i:i + 16]) for i in range(0, 1000, 16)]
+    assert np.mean(spread) < 0.2 * np.mean(random_spread)
+    assert np.array_equal(epoch_order(50, seed=1, batch=16), np.random.default_rng(1).permutation(50))

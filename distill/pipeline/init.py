@@ -9,6 +9,7 @@ import torch
 
 from distill.pipeline.pca import PCARotation
 from distill.students import StaticStudent, TransformerStudent
+from distill.students.static import bag_means
 
 logger = logging.getLogger(__name__)
 _UNUSED_LOG_WEIGHT = -20.0  # tokens with no teacher target barely count in a weighted mean
@@ -21,10 +22,12 @@ def sif_log_weights(vocab_size: int, seqs: list[list[int]], a: float = 1e-3) -> 
     return np.log(a / (a + p)).astype(np.float32)
 
 
-def init_static(student: StaticStudent, vocab_ids: np.ndarray, vocab_targets: np.ndarray, pca: PCARotation,
-                seqs: list[list[int]] | None = None, text_targets: np.ndarray | None = None,
+def init_static(student: StaticStudent | TransformerStudent, vocab_ids: np.ndarray, vocab_targets: np.ndarray,
+                pca: PCARotation, seqs: list[list[int]] | None = None, text_targets: np.ndarray | None = None,
                 ridge: float = 1e-3) -> None:
     """Token table = the teacher's vocab targets, PCA-rotated and cut to the student's width.
+
+    Used for static students and for the static part of transformer students.
 
     With training texts: SIF weights from their token counts, then one least-squares linear map from
     the student's text vectors to the rotated text targets (a weighted mean commutes with a linear
@@ -41,7 +44,7 @@ def init_static(student: StaticStudent, vocab_ids: np.ndarray, vocab_targets: np
         student.embedding.copy_(torch.from_numpy(table))
         student.log_weight.copy_(torch.from_numpy(log_w))
     if seqs and text_targets is not None:
-        x = student.embed_ids(seqs).astype(np.float64)  # (N, D)
+        x = bag_means(table * np.exp(log_w)[:, None], np.exp(log_w), seqs).astype(np.float64)  # (N, D)
         y = pca.transform(text_targets)[:, :D].astype(np.float64)  # (N, D)
         gram = x.T @ x + ridge * len(x) * np.eye(D) * np.trace(x.T @ x) / (D * len(x))
         linear = np.linalg.solve(gram, x.T @ y)  # (D, D)
@@ -54,7 +57,10 @@ def init_static(student: StaticStudent, vocab_ids: np.ndarray, vocab_targets: np
 
 
 def init_transformer(student: TransformerStudent, input_embeddings: np.ndarray, vocab_ids: np.ndarray) -> None:
-    """Token embeddings = the teacher's input-embedding rows, projected onto their top principal axes."""
+    """Encoder token embeddings = the teacher's input-embedding rows, projected onto their top principal axes.
+
+    (The static rows and weights of a transformer student are set by :func:`init_static`.)
+    """
     W = student.config.width
     pca = PCARotation.fit(input_embeddings, center=True)
     rows = pca.transform(input_embeddings)[:, :W]  # (V, min(D_in, W))

@@ -162,10 +162,9 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
             starts, ends = targets.offsets[train_idx], targets.offsets[train_idx + 1]
             data.token_targets = pca.transform(np.concatenate([targets.tokens[a:b] for a, b in zip(starts, ends)]))
             data.token_offsets = np.concatenate([[0], np.cumsum(ends - starts)])
-    if cfg.student == "static":
-        init_static(student, vocab.ids, vocab.pooled, pca, seqs=data.seqs if data else None,
-                    text_targets=targets.pooled[train_idx] if targets is not None else None)
-    else:
+    init_static(student, vocab.ids, vocab.pooled, pca, seqs=data.seqs if data else None,
+                text_targets=targets.pooled[train_idx] if targets is not None else None)
+    if cfg.student == "transformer":
         init_transformer(student, vocab.input_embeddings, vocab.ids)
         if data is None:
             raise DistillError("a transformer student needs texts to learn from: pass --corpus")

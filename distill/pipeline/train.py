@@ -66,6 +66,27 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def epoch_order(n: int, seed: int, batch: int, lengths: np.ndarray | None = None, pool: int = 50) -> np.ndarray:
+    """The order of the ``n`` training texts in one epoch, fixed by ``seed``.
+
+    With ``lengths`` (contextual students, which pad each batch to its longest text), texts are
+    sorted by length within pools of ``pool`` batches and the batches shuffled, so a batch holds
+    texts of similar length and pays little padding, while batches still come in random order.
+    """
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    if lengths is None:
+        return perm
+    batches = []
+    for start in range(0, n, batch * pool):
+        part = perm[start:start + batch * pool]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i:i + batch] for i in range(0, len(part), batch)]
+    tail = batches.pop() if len(batches[-1]) < batch else None  # a short last batch stays last
+    order = [batches[i] for i in rng.permutation(len(batches))] + ([tail] if tail is not None else [])
+    return np.concatenate(order)
+
+
 def _static_batch(seqs: list[list[int]], device) -> dict[str, torch.Tensor]:
     lengths = [len(s) for s in seqs]
     ids = torch.tensor([i for s in seqs for i in s], dtype=torch.long, device=device)
@@ -173,6 +194,7 @@ class Trainer:
         if resume:
             self.resume()
         n = len(self.data.seqs)
+        lengths = None if isinstance(self.student, StaticStudent) else np.array([len(q) for q in self.data.seqs])
         micro = cfg.batch_size
         rank, world = acc.process_index, acc.num_processes
         self.model.train()
@@ -183,7 +205,7 @@ class Trainer:
         try:
             while self.step < self.total_steps:
                 epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-                perm = np.random.default_rng(cfg.seed + epoch).permutation(n)
+                perm = epoch_order(n, cfg.seed + epoch, micro * cfg.grad_accum, lengths)
                 for b in range(in_epoch, self.steps_per_epoch):
                     chunk = perm[b * micro * cfg.grad_accum:(b + 1) * micro * cfg.grad_accum]
                     logs: dict[str, float] = {}

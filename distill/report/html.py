@@ -117,7 +117,7 @@ def _run_section(data: RunData) -> str:
             ("student", f"{s.get('student', c.get('student'))}, dims {', '.join(map(str, data.dims))}"),
             ("texts", f"{s.get('train_texts', 0):,} train / {s.get('holdout_texts', 0):,} held out")]
     kpis += list(data.facts.items())
-    if "train" in s:
+    if s.get("train", {}).get("steps"):  # a run with 0 steps (epochs 0) has no losses to show
         kpis.append(("loss", f"{s['train'].get('first_loss', 0):.4f} → {s['train'].get('final_loss', 0):.4f} "
                              f"in {s['train'].get('steps', 0)} steps"))
     html = "".join(f'<div class="kpi">{escape(k)}<b>{escape(str(v))}</b></div>' for k, v in kpis)

@@ -110,10 +110,13 @@ class Student(nn.Module):
         dim = self.check_dim(dim)
         if isinstance(texts, str):
             texts = [texts]
+        seqs = self.tokenize(list(texts))
+        # batches of similar length: a contextual student then pads little (a static one does not care)
+        order = np.argsort([-len(q) for q in seqs], kind="stable")
         out = np.empty((len(texts), dim), dtype=np.float32)
-        for start in tqdm(range(0, len(texts), batch_size), disable=not progress, unit="batch"):
-            chunk = list(texts[start:start + batch_size])
-            out[start:start + len(chunk)] = normalize(self.embed_ids(self.tokenize(chunk))[:, :dim])
+        for start in tqdm(range(0, len(order), batch_size), disable=not progress, unit="batch"):
+            idx = order[start:start + batch_size]
+            out[idx] = normalize(self.embed_ids([seqs[i] for i in idx])[:, :dim])
         return out
 
     # ---- folder format ----------------------------------------------------------------------------

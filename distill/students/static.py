@@ -15,6 +15,22 @@ from torch import nn
 from distill.students.base import Student, StudentConfig
 
 
+def bag_means(table: np.ndarray, w: np.ndarray, seqs: list[list[int]]) -> np.ndarray:
+    """Weighted means of token rows: ``sum_t table[t] / sum_t w[t]`` per sequence, where ``table``
+    (V, D) already holds ``w[t] * E[t]``. Sequences without tokens get the zero vector."""
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    out = np.zeros((len(seqs), table.shape[1]), dtype=np.float32)
+    nonempty = lengths > 0
+    if not nonempty.any():
+        return out
+    flat = np.fromiter((i for s in seqs for i in s), dtype=np.int64, count=int(lengths.sum()))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
+    summed = np.add.reduceat(table[flat], starts, axis=0)  # (B', D)
+    norm = np.add.reduceat(w[flat], starts)  # (B',)
+    out[nonempty] = summed / np.maximum(norm, 1e-12)[:, None]
+    return out
+
+
 class StaticStudent(Student):
     kind = "static"
 
@@ -44,17 +60,7 @@ class StaticStudent(Student):
 
     def embed_ids(self, seqs: list[list[int]]) -> np.ndarray:
         table, w = self._tables()
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-        out = np.zeros((len(seqs), self.dim), dtype=np.float32)
-        nonempty = lengths > 0
-        if not nonempty.any():
-            return out  # texts with no tokens get the zero vector
-        flat = np.fromiter((i for s in seqs for i in s), dtype=np.int64, count=int(lengths.sum()))
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
-        summed = np.add.reduceat(table[flat], starts, axis=0)  # (B', D)
-        norm = np.add.reduceat(w[flat], starts)  # (B',)
-        out[nonempty] = summed / np.maximum(norm, 1e-12)[:, None]
-        return out
+        return bag_means(table, w, seqs)
 
     def train(self, mode: bool = True):
         self._cache = None

@@ -1,8 +1,11 @@
-"""The transformer student: a small bidirectional encoder over the teacher's tokenizer.
+"""The transformer student: a static student plus a small bidirectional encoder as a residual.
 
-Token states go through one linear head to ``dim``; the text vector is the masked mean of the
-projected token states (the head is linear, so it commutes with the mean), which lets the same
-head serve the token-level and the text-level losses.
+Each token's state is its static row plus a contextual correction: ``E[t] + head(encoder(ids)[t])``,
+and the text vector is the weighted mean of the token states, weights ``exp(log_weight[t])`` as in
+the static student. The head starts at zero, so an untrained transformer student *is* the static
+student it was initialised from (same init, same vectors), and training can only add context: word
+order, negation, senses that one vector per token cannot hold. The same token states serve the
+token-level loss (against the teacher's contextual states) and, pooled, the text-level losses.
 """
 
 from __future__ import annotations
@@ -48,7 +51,11 @@ class TransformerStudent(Student):
         self.blocks = nn.ModuleList(Block(c.width, c.n_heads) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.width)
         self.head = nn.Linear(c.width, c.dim)
+        self.embedding = nn.Parameter(torch.zeros(c.vocab_size, c.dim))  # (V, D) static rows
+        self.log_weight = nn.Parameter(torch.zeros(c.vocab_size))  # (V,) pooling weights
         nn.init.normal_(self.position_embedding.weight, std=0.02)
+        nn.init.zeros_(self.head.weight)  # start as the static student; context is learned on top
+        nn.init.zeros_(self.head.bias)
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         seqs = [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=True)]
@@ -57,19 +64,19 @@ class TransformerStudent(Student):
         return [s if len(s) <= limit else s[:limit - 1] + s[-1:] for s in seqs]
 
     def token_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids and mask -> (B, T, D) projected token states."""
+        """(B, T) ids and mask -> (B, T, D) token states: static row + contextual correction."""
         T = ids.shape[1]
         x = self.token_embedding(ids) + self.position_embedding(torch.arange(T, device=ids.device))  # (B, T, W)
         attn = mask.bool()[:, None, None, :]  # (B, 1, 1, T): every query attends to real keys only
         for block in self.blocks:
             x = block(x, attn)
-        return self.head(self.ln_f(x))  # (B, T, D)
+        return self.embedding[ids] + self.head(self.ln_f(x))  # (B, T, D)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (pooled (B, D), token states (B, T, D))."""
         states = self.token_states(ids, mask)
-        m = mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
-        return (states * m).sum(1) / m.sum(1).clamp(min=1.0), states
+        w = (self.log_weight[ids].exp() * mask.to(states.dtype)).unsqueeze(-1)  # (B, T, 1)
+        return (states * w).sum(1) / w.sum(1).clamp(min=1e-12), states
 
     def pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(1, max(len(s) for s in seqs))
