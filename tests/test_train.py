@@ -158,3 +158,38 @@ def test_epoch_order_is_a_seeded_permutation_with_batches_of_similar_length():
     random_spread = [np.ptp(lengths[i:i + 16]) for i in range(0, 1000, 16)]
     assert np.mean(spread) < 0.2 * np.mean(random_spread)
     assert np.array_equal(epoch_order(50, seed=1, batch=16), np.random.default_rng(1).permutation(50))
+
+
+def test_a_bad_corpus_fails_before_any_teacher_work(tmp_path, monkeypatch):
+    import distill.pipeline.run as run_module
+    from distill.errors import CorpusError
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher was loaded before the corpus was checked")
+
+    monkeypatch.setattr(run_module, "load_teacher", no_teacher)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine line\n\xff\xfe broken\n")
+    with pytest.raises(CorpusError, match="not UTF-8"):
+        run(RunConfig(out=str(tmp_path / "run"), corpus=str(bad)))
+    assert not (tmp_path / "run").exists()  # nothing written: the same command can simply be rerun
+    few = tmp_path / "few.txt"
+    few.write_text("one\ntwo\nthree\n")
+    with pytest.raises(DistillError, match="too few to train on"):
+        run(RunConfig(out=str(tmp_path / "run2"), corpus=str(few), holdout=2))
+
+
+def test_a_run_that_failed_before_training_can_be_rerun_as_is(tmp_path, tiny_bert_dir, tiny_corpus):
+    from distill.errors import TeacherNotFoundError
+
+    cfg = _cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=1)
+    with pytest.raises(TeacherNotFoundError):
+        run(RunConfig(**{**cfg.__dict__, "teacher": str(tmp_path / "no-such-teacher")}))
+    run(cfg)  # same --out, no --resume needed: nothing had been trained
+    assert (tmp_path / "run" / "student").is_dir()
+
+
+def test_default_holdout_is_a_tenth_of_a_small_corpus(tmp_path, tiny_bert_dir, tiny_corpus):
+    cfg = _cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=1)
+    summary = run(RunConfig(**{**cfg.__dict__, "holdout": None}))
+    assert summary["holdout_texts"] == 20 and summary["train_texts"] == 180

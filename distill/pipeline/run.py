@@ -34,7 +34,7 @@ class RunConfig:
     limit: int | None = None  # use only the first N texts of the corpus
     student: str = "static"
     dims: tuple[int, ...] = (32, 64, 128, 256)  # cut to the teacher's width when it is smaller
-    holdout: int = 1000  # texts kept out of training for the run's own evaluation
+    holdout: int | None = None  # texts kept out of training for evaluation (default: 10%, at most 1000)
     sts: str | None = None  # an STS pairs file to score at the end
     targets_dir: str = "runs/targets"
     pooling: str | None = None
@@ -86,7 +86,9 @@ def _student_dims(dims: tuple[int, ...], teacher_dim: int) -> list[int]:
 def _prepare_folder(cfg: RunConfig, resume: bool) -> Path:
     out = Path(cfg.out)
     saved = out / "config.json"
-    if saved.is_file():
+    # a folder whose run stopped before training (bad teacher, interrupted labeling) holds nothing to keep
+    started = any((out / name).exists() for name in ("checkpoints", "student", "summary.json"))
+    if saved.is_file() and started:
         previous = json.loads(saved.read_text())
         if not resume:
             raise DistillError(f"run folder {out} already holds a run; pass --resume to continue it, or another --out")
@@ -108,6 +110,13 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
     state = distributed_state()
     t0 = time.perf_counter()
     out = Path(cfg.out)
+    texts: list[str] = []  # read first: a bad corpus fails before any teacher work
+    if cfg.corpus:
+        texts = read_corpus(cfg.corpus, text_column=cfg.text_column, limit=cfg.limit).texts
+    n_held = min(1000, len(texts) // 10) if cfg.holdout is None else cfg.holdout
+    if texts and len(texts) - n_held < max(n_held, 2):
+        raise DistillError(f"the corpus has {len(texts)} texts: too few to train on after a holdout of {n_held} "
+                           "(lower --holdout)")
     if state.is_main_process:
         _prepare_folder(cfg, resume)
     state.wait_for_everyone()
@@ -119,19 +128,12 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
     vocab = load_targets(build_targets(teacher, TargetKind.VOCAB, cfg.targets_dir,
                                        batch_size=max(256, cfg.teacher_batch_size)))
 
-    texts: list[str] = []
-    if cfg.corpus:
-        corpus = read_corpus(cfg.corpus, text_column=cfg.text_column, limit=cfg.limit)
-        texts = corpus.texts
-        if len(texts) < 2 * cfg.holdout:
-            raise DistillError(f"the corpus has {len(texts)} texts; need at least {2 * cfg.holdout} "
-                               f"for a holdout of {cfg.holdout} (lower --holdout)")
     kind = TargetKind.TOKEN if cfg.student == "transformer" and cfg.token_targets else TargetKind.TEXT
     targets = load_targets(build_targets(teacher, kind, cfg.targets_dir, texts=texts,
                                          batch_size=cfg.teacher_batch_size)) if texts else None
 
     order = np.random.default_rng(cfg.train.seed).permutation(len(texts))
-    held, train_idx = np.sort(order[:cfg.holdout]), np.sort(order[cfg.holdout:])
+    held, train_idx = np.sort(order[:n_held]), np.sort(order[n_held:])
     pca = PCARotation.fit(targets.pooled[train_idx] if targets is not None else vocab.pooled,
                           center=cfg.pca_center, whiten=cfg.whiten)
     if state.is_main_process:
@@ -182,7 +184,7 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
     student.save(out / "student")
     if hierarchy is not None:  # groups.json: the groups and their typical tokens, for the report and `distill groups`
         summary["hierarchy"] = hierarchy.finish(out, student)
-    if targets is not None:
+    if targets is not None and len(held) > 10:  # overlap@10 needs more than 10 held-out texts
         held_texts = [texts[i] for i in held]
         x_student = student.encode(held_texts)
         x_teacher = np.asarray(targets.pooled[held])
