@@ -63,6 +63,8 @@ def real_vectors(n: int, spec: str, nq: int, seed: int = 0) -> tuple[np.ndarray,
     texts = [texts[i] for i in rng.choice(len(texts), min(n + nq, len(texts)), replace=False)]
     model = load_model(spec)
     x = model.encode(texts, batch_size=128, progress=True)
+    if hasattr(model, "dims"):  # a distill student: its prefixes are already trained to be embeddings
+        return x[nq:], x[:nq], f"distill student ({model.dim}-d)"
     x = x - x.mean(axis=0)
     _, _, vt = np.linalg.svd(x[: min(len(x), 20_000)], full_matrices=False)  # (d, d) principal axes
     x = normalize_prefix(x @ vt.T)
