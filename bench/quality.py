@@ -374,6 +374,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "random batch to its longest text, so long paragraphs multiply the cost)")
     p.add_argument("--transformer-epochs", type=int, default=1)
     p.add_argument("--transformer-batch", type=int, default=64)
+    p.add_argument("--transformer-lr", type=float, default=None,
+                   help="transformer learning rate (default: TrainConfig's default)")
     p.add_argument("--transformer-width", type=int, default=256)
     p.add_argument("--transformer-layers", type=int, default=2)
     p.add_argument("--dims", default="32,64,128,256")
@@ -459,11 +461,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RunConfig(out=str(work / f"transformer-{L}x{w}"), teacher=args.teacher, student="transformer",
                         corpus=str(work / "corpus-transformer.txt"), dims=tuple(dims), holdout=len(run_held),
                         targets_dir=args.targets_dir, width=w, n_layers=L, n_heads=4,
-                        train=TrainConfig(epochs=args.transformer_epochs, batch_size=args.transformer_batch))
+                        train=TrainConfig(epochs=args.transformer_epochs, batch_size=args.transformer_batch,
+                                          **({} if args.transformer_lr is None else {"lr": args.transformer_lr})))
         summary = train_student(name, cfg, run_corpus(run_held, chosen, seed), labels, TargetKind.TOKEN)
         students[name] = (distill.load(Path(cfg.out) / "student"), {
             "kind": "transformer", "train_texts": len(chosen), "epochs": args.transformer_epochs,
-            "max_tokens": args.transformer_max_tokens, "train": summary.get("train", {}),
+            "max_tokens": args.transformer_max_tokens, "lr": cfg.train.lr, "train": summary.get("train", {}),
             "loss_curve": loss_curve(Path(cfg.out)), "run_holdout": summary.get("holdout", {}).get("student")})
     m2v = None
     if not args.skip_model2vec:
