@@ -270,13 +270,14 @@ def timed_encode(model, texts: list[str], batch_size: int, repeats: int) -> tupl
 
 def quality(model, x_holdout: np.ndarray, teacher_nn: np.ndarray, pairs, dims: list[int]) -> dict:
     """STS-B Spearman x100 and overlap@K per prefix size; ``teacher_nn``: the full teacher's exact
-    neighbours of the held-out texts (``distill.pipeline.evaluate.knn``, as ``overlap_at_k`` computes them)."""
-    from distill.pipeline.evaluate import knn, sts_scores, truncate
+    neighbours of the held-out texts (``distill.index.search.self_knn``, as ``neighbour_overlap`` computes them)."""
+    from distill.index.search import normalize_prefix, self_knn
+    from distill.pipeline.evaluate import sts_scores
 
     sts = sts_scores(model, pairs, dims)
     out = {}
     for d in dims:
-        nn = knn(truncate(x_holdout, d), K)
+        nn = self_knn(normalize_prefix(x_holdout, d), K)
         overlap = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(nn, teacher_nn)]))
         out[str(d)] = {"sts": sts[str(d)]["spearman"], f"overlap@{K}": overlap}
     return out
@@ -473,10 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         m2v, m2v_seconds = model2vec_student(teacher.source.path, work / "model2vec", dims[-1])
 
     # ---- the teacher's rows, then every model timed side by side and scored ----
-    from distill.pipeline.evaluate import knn
+    from distill.index.search import normalize_prefix, self_knn
 
     x_teacher = labels.pooled(holdout)
-    teacher_nn = knn(x_teacher, K)
+    teacher_nn = self_knn(normalize_prefix(x_teacher), K)
     sts_texts = sorted(set(pairs.first) | set(pairs.second))
     logger.info("teacher: encoding %d STS sentences", len(sts_texts))
     t_sts = teacher.encode(sts_texts, batch_size=64)

@@ -11,6 +11,8 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
 from distill.errors import DistillError
+from distill.index.compare import neighbour_overlap, pairwise_spearman
+from distill.index.search import normalize_prefix
 
 
 @dataclass(frozen=True)
@@ -70,38 +72,12 @@ def sts_scores(model, pairs: Pairs, dims: list[int | None], batch_size: int = 25
     return out
 
 
-def truncate(x: np.ndarray, d: int) -> np.ndarray:
-    x = np.ascontiguousarray(x[:, :d], dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def knn(x: np.ndarray, k: int) -> np.ndarray:
-    """Exact k nearest neighbours of every row among the rows (itself excluded), by cosine: (N, k) ids."""
-    import faiss
-
-    x = truncate(x, x.shape[1])
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    _, I = index.search(x, k + 1)
-    return I[:, 1:]
-
-
-def overlap_at_k(x_student: np.ndarray, x_teacher: np.ndarray, k: int = 10) -> float:
-    """Mean fraction of each text's k teacher neighbours that are among its k student neighbours."""
-    a, b = knn(x_student, k), knn(x_teacher, k)
-    return float(np.mean([len(set(r) & set(s)) / k for r, s in zip(a, b)]))
-
-
-def similarity_spearman(x_student: np.ndarray, x_teacher: np.ndarray, n_pairs: int = 20000, seed: int = 0) -> float:
-    """Spearman of cosine similarities over random pairs of texts, student vs teacher."""
-    rng = np.random.default_rng(seed)
-    i, j = rng.integers(0, len(x_student), n_pairs), rng.integers(0, len(x_student), n_pairs)
-    keep = i != j
-    s, t = truncate(x_student, x_student.shape[1]), truncate(x_teacher, x_teacher.shape[1])
-    return float(spearmanr(np.sum(s[i[keep]] * s[j[keep]], 1), np.sum(t[i[keep]] * t[j[keep]], 1)).statistic)
-
-
 def agreement(x_student: np.ndarray, x_teacher: np.ndarray, dims: list[int], k: int = 10) -> dict[str, dict]:
     """Per prefix size: overlap@k and similarity Spearman of the student prefix vs the full teacher."""
-    return {str(d): {f"overlap@{k}": overlap_at_k(truncate(x_student, d), x_teacher, k),
-                     "sim_spearman": similarity_spearman(truncate(x_student, d), x_teacher)} for d in dims}
+    teacher = normalize_prefix(x_teacher)
+    out = {}
+    for d in dims:
+        prefix = normalize_prefix(x_student, d)
+        out[str(d)] = {f"overlap@{k}": neighbour_overlap(prefix, teacher, k),
+                       "sim_spearman": pairwise_spearman(prefix, teacher)}
+    return out
