@@ -64,8 +64,7 @@ def sts_scores(model, pairs: Pairs, dims: list[int | None], batch_size: int = 25
     a, b = [row[t] for t in pairs.first], [row[t] for t in pairs.second]
     out = {}
     for d in dims:
-        x = full[:, :d]
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        x = normalize_prefix(full, d)
         cos = np.sum(x[a] * x[b], axis=1)
         out[str(d or full.shape[1])] = {"spearman": 100 * float(spearmanr(cos, pairs.scores).statistic),
                                         "pearson": 100 * float(pearsonr(cos, pairs.scores).statistic)}
