@@ -53,23 +53,31 @@ def teachers() -> None:
 @app.command()
 @handle_errors
 def targets(
-    corpus: Annotated[Path | None, typer.Option(help="Corpus: .txt, .jsonl, .csv, .parquet.")] = None,
-    out: Annotated[Path, typer.Option(help="Cache folder for target sets.")] = Path("runs/targets"),
+    corpus: Annotated[str | None, typer.Option(help="Corpus: .txt, .jsonl, .csv, .parquet, a saved dataset "
+                                               "folder or hf:DATASET_ID[:CONFIG][@SPLIT].")] = None,
+    out: Annotated[Path, typer.Option(help="Cache folder for target stores.")] = Path("runs/targets"),
     teacher: TeacherOpt = "minilm",
     kinds: Annotated[str, typer.Option(help="Comma list of vocab, text, token.")] = "text",
     text_column: Annotated[str, typer.Option(help="Column holding the text (jsonl/csv/parquet).")] = "text",
     pooling: Annotated[str | None, typer.Option(help="mean|cls|last|max (default: the teacher's).")] = None,
     layer: Annotated[int, typer.Option(help="Hidden layer to use (-1: last).")] = -1,
     max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Texts per teacher forward pass.")] = 64,
-    shard_size: Annotated[int, typer.Option(help="Texts per shard (the unit of resumption).")] = 4096,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N texts.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per teacher forward pass.", min=1)] = 64,
+    shard_size: Annotated[int, typer.Option(help="Texts per shard (the unit of resumption).", min=1)] = 4096,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N texts.", min=1)] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: best available).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Teacher dtype: float32, bfloat16, float16 "
+                                              "(default: bfloat16 on CUDA, float32 elsewhere).")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Re-hash every shard first; bad ones are "
+                                         "labeled again.")] = False,
 ) -> None:
-    """Label a corpus (and/or the vocabulary) with the teacher into a resumable target cache."""
-    from distill.devices import distributed_state
-    from distill.pipeline.corpus import read_corpus
-    from distill.pipeline.targets import TargetKind, build_targets
+    """Label a corpus (and/or the vocabulary) with the teacher into the per-text target cache.
+
+    Texts already in the cache (for this teacher and settings) are not labeled again.
+    """
+    from distill.devices import distributed_state, run_device
+    from distill.pipeline.corpus import Corpus
+    from distill.pipeline.targets import TargetKind, TargetStore, label
     from distill.teachers import load_teacher
 
     try:
@@ -79,22 +87,28 @@ def targets(
                            f"{', '.join(k.value for k in TargetKind)})") from None
     if not wanted:
         raise DistillError("--kinds is empty (use a comma list of vocab, text, token)")
-    texts, extra = None, {}
+    texts = None
     if any(k is not TargetKind.VOCAB for k in wanted):
         if corpus is None:
             raise DistillError("text and token targets need --corpus")
-        c = read_corpus(corpus, text_column=text_column, limit=limit)
-        texts, extra = c.texts, {"corpus": str(corpus), "n_empty": c.n_empty}
-        if c.n_empty:
-            logging.getLogger("distill").info("skipped %d empty lines in %s", c.n_empty, corpus)
-    state = distributed_state()
-    t = load_teacher(teacher, device=device or (state.device if state.num_processes > 1 else None),
-                     pooling=pooling, layer=layer, max_length=max_length)
+        texts = Corpus(corpus, text_column=text_column, limit=limit)
+        sum(1 for _ in texts)  # a bad corpus fails here, before the teacher loads
+        if texts.n_empty:
+            logging.getLogger("distill").info("skipped %d empty texts in %s", texts.n_empty, corpus)
+    state = distributed_state(device)
+    t = load_teacher(teacher, device=run_device(device), dtype=dtype, pooling=pooling, layer=layer,
+                     max_length=max_length)
     for kind in wanted:
-        folder = build_targets(t, kind, out, texts=texts, shard_size=shard_size, batch_size=batch_size,
-                               extra=extra)
+        if verify and state.is_main_process:
+            store = TargetStore(out, t.identity(), kind, t.dim)
+            if store.folder.is_dir():
+                n = len(list(store.folder.glob("shard-*.json")))
+                bad = store.verify()
+                typer.echo(f"{kind.value}: {n - len(bad)} shards verified, {len(bad)} bad (labeled again)")
+        state.wait_for_everyone()
+        view = label(t, kind, out, texts, shard_size=shard_size, batch_size=batch_size)
         if state.is_main_process:
-            typer.echo(f"{kind.value}: {folder}")
+            typer.echo(f"{kind.value}: {len(view)} targets in {view.store.folder}")
 
 
 app.add_typer(index_app, name="index")

@@ -14,6 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One intra-op thread (here and in subprocesses): on a shared 2-core machine, 2 OpenMP threads made a
 # tiny model's forward pass ~200x slower (267 ms vs 1.4 ms) whenever another job held a core.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Remembered teacher fingerprints go to a throwaway folder, not the user's ~/.cache/distill.
+os.environ.setdefault("DISTILL_CACHE", __import__("tempfile").mkdtemp(prefix="distill-cache-"))
 
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402

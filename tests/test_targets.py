@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -16,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from distill.cli import app
-from distill.pipeline.targets import TargetKind, build_targets, load_targets
+from distill.pipeline.targets import TargetKind, TargetStore, label, label_vocab
 from distill.teachers import load_teacher
 from distill.teachers.teacher import Teacher
 
@@ -34,9 +33,9 @@ def forward_calls(monkeypatch) -> list[int]:
     calls: list[int] = []
     original = Teacher.forward
 
-    def counting(self, seqs):
+    def counting(self, seqs, **kwargs):
         calls.append(len(seqs))
-        return original(self, seqs)
+        return original(self, seqs, **kwargs)
 
     monkeypatch.setattr(Teacher, "forward", counting)
     return calls
@@ -53,38 +52,48 @@ def _cli_args(teacher_dir: Path, corpus: Path, out: Path, *extra: str) -> list[s
             "--device", "cpu", *extra]
 
 
-def test_content_addressing(tiny_bert_dir, bert, tiny_texts, tmp_path, forward_calls):
+def _store(root: Path, kind: str) -> Path:
+    (folder,) = root.glob(f"{kind}-v2-*")
+    return folder
+
+
+def test_targets_are_cached_per_text(tiny_bert_dir, bert, tiny_texts, tmp_path, forward_calls):
     texts = tiny_texts[:20]
-    first = build_targets(bert, "text", tmp_path, texts=texts, shard_size=8, batch_size=4, progress=False)
+    first = label(bert, "text", tmp_path, texts, shard_size=8, batch_size=4, progress=False)
     assert forward_calls == [4] * 5  # 3 shards of 8, 8, 4 texts, in batches of 4
-    before = _files(first)
+    folder = _store(tmp_path, "text")
+    before = _files(folder)
+    base = first.pooled()
+    assert base.shape == (20, 32) and base.dtype == np.float32
 
     forward_calls.clear()
-    again = build_targets(bert, "text", tmp_path, texts=list(texts), shard_size=8, batch_size=4, progress=False)
-    assert again == first and forward_calls == []  # reused: no forward pass at all
-    assert _files(first) == before
+    again = label(bert, "text", tmp_path, list(reversed(texts)) + texts[:3], shard_size=5, progress=False)
+    assert forward_calls == []  # reordered, duplicated, another shard size: nothing to label
+    np.testing.assert_array_equal(again.pooled(), np.concatenate([base[::-1], base[:3]]))
+    assert _files(folder) == before
 
-    changed = texts[:5] + [texts[5] + "!"] + texts[6:]
-    folders = {
-        "text": build_targets(bert, "text", tmp_path, texts=changed, shard_size=8, progress=False),
-        "pooling": build_targets(load_teacher(tiny_bert_dir, device="cpu", pooling="cls"), "text", tmp_path,
-                                 texts=texts, shard_size=8, progress=False),
-        "layer": build_targets(load_teacher(tiny_bert_dir, device="cpu", layer=1), "text", tmp_path,
-                               texts=texts, shard_size=8, progress=False),
-        "max_length": build_targets(load_teacher(tiny_bert_dir, device="cpu", max_length=8), "text", tmp_path,
-                                    texts=texts, shard_size=8, progress=False),
-        "kind": build_targets(bert, "token", tmp_path, texts=texts, shard_size=8, progress=False),
+    grown = texts + [texts[5] + "!"]  # the corpus grows by one text: only that one is labeled
+    view = label(bert, "text", tmp_path, grown, shard_size=8, batch_size=4, progress=False)
+    assert forward_calls == [1]
+    np.testing.assert_array_equal(view.pooled(np.arange(20)), base)
+    assert np.abs(view.pooled([20])[0] - base[5]).max() > 1e-4
+    assert len(list(folder.glob("shard-*.json"))) == 4
+
+    stores = {
+        "pooling": label(load_teacher(tiny_bert_dir, device="cpu", pooling="cls"), "text", tmp_path, texts,
+                         progress=False),
+        "layer": label(load_teacher(tiny_bert_dir, device="cpu", layer=1), "text", tmp_path, texts, progress=False),
+        "max_length": label(load_teacher(tiny_bert_dir, device="cpu", max_length=8), "text", tmp_path, texts,
+                            progress=False),
+        "dtype": label(load_teacher(tiny_bert_dir, device="cpu", dtype="bfloat16"), "text", tmp_path, texts,
+                       progress=False),
+        "kind": label(bert, "token", tmp_path, texts, progress=False),
     }
-    assert len({first, *folders.values()}) == 6
-    base = load_targets(first).pooled
-    for what, folder in folders.items():
-        t = load_targets(folder)
-        assert t.manifest["count"] == 20, what
+    assert len({first.store.folder, *(v.store.folder for v in stores.values())}) == 6
+    for what, v in stores.items():
         if what != "kind":  # token targets carry the same pooled vectors, plus the states
-            assert np.abs(t.pooled - base).max() > 1e-4, what  # every change really changes the targets
-    # a changed text changes its own row only
-    diff = np.abs(load_targets(folders["text"]).pooled - base).max(axis=1)
-    assert diff[5] > 1e-4 and np.delete(diff, 5).max() < 1e-5  # (batch padding moves the others by ~1e-7)
+            assert np.abs(v.pooled() - base).max() > 1e-4, what  # every change really changes the targets
+    assert stores["dtype"].store.identity["dtype"] == "bfloat16" and first.store.identity["dtype"] == "float32"
 
 
 def test_kill_and_resume_is_byte_identical(tiny_bert_dir, tiny_corpus, tmp_path):
@@ -109,21 +118,20 @@ def test_kill_and_resume_is_byte_identical(tiny_bert_dir, tiny_corpus, tmp_path)
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not list(out.glob("text-*/shard-00000.json")):
+        while not list(out.glob("text-v2-*/shard-*.json")):
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, "no shard after 60 s"
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    (text_dir,) = out.glob("text-*")
-    assert not (text_dir / "manifest.json").exists()
+    text_dir = _store(out, "text")
     assert 1 <= len(list(text_dir.glob("shard-*.json"))) < 20  # killed mid-run
 
     done = subprocess.run([sys.executable, "-m", "distill.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "resuming:" in done.stderr and "shards already complete" in done.stderr
+    assert "already in the cache; labeling" in done.stderr
 
     reference = tmp_path / "reference"
     result = CliRunner().invoke(app, _cli_args(tiny_bert_dir, tiny_corpus, reference, "--kinds", "text,token",
@@ -131,81 +139,122 @@ def test_kill_and_resume_is_byte_identical(tiny_bert_dir, tiny_corpus, tmp_path)
     assert result.exit_code == 0, result.output
     resumed, uninterrupted = _files(out), _files(reference)
     assert sorted(resumed) == sorted(uninterrupted)
-    assert sum(name.endswith(".npy") for name in resumed) == 20 + 20 * 4  # text: pooled; token: 4 files
+    assert sum(name.endswith(".npy") for name in resumed) == 20 * 2 + 20 * 5  # text: keys, pooled; token: 5 files
     for name, data in uninterrupted.items():
         assert resumed[name] == data, name
 
 
-@pytest.mark.parametrize("damage", ["flip", "marker", "missing"])
-@pytest.mark.parametrize("keep_manifest", [True, False])
-def test_corrupt_shard_is_redone(bert, tiny_texts, tmp_path, forward_calls, damage, keep_manifest):
+@pytest.mark.parametrize("damage", ["flip", "truncate", "marker", "missing"])
+def test_damaged_shard_is_labeled_again(bert, tiny_texts, tmp_path, forward_calls, damage):
     texts = tiny_texts[:40]
-    folder = build_targets(bert, "token", tmp_path, texts=texts, shard_size=10, batch_size=10, progress=False)
+    view = label(bert, "token", tmp_path, texts, shard_size=10, batch_size=10, progress=False)
+    folder = view.store.folder
     original = _files(folder)
-    victim = folder / "shard-00002.tokens.npy"
-    if damage == "flip":
-        data = bytearray(victim.read_bytes())
-        data[-40:-32] = bytes(b ^ 0xFF for b in data[-40:-32])  # flip bytes inside the float data
+    victim_name = view.names[view.shard[25]]  # the shard holding texts 20-29
+    victim = folder / f"{victim_name}.tokens.npy"
+    data = bytearray(victim.read_bytes())
+    if damage == "flip":  # same size: only the full check sees it
+        data[-40:-32] = bytes(b ^ 0xFF for b in data[-40:-32])
         victim.write_bytes(bytes(data))
+        store = TargetStore.open(folder)
+        assert store.verify() == [victim_name]
+    elif damage == "truncate":
+        victim.write_bytes(bytes(data[:-8]))
     elif damage == "marker":
-        (folder / "shard-00002.json").write_text('{"count": 10, "fi')  # a torn marker
+        (folder / f"{victim_name}.json").write_text('{"count": 10, "fi')  # a torn marker
     else:
         victim.unlink()
-    if not keep_manifest:
-        (folder / "manifest.json").unlink()
 
     forward_calls.clear()
-    again = build_targets(bert, "token", tmp_path, texts=texts, shard_size=10, batch_size=10, progress=False)
-    assert again == folder
+    again = label(bert, "token", tmp_path, texts, shard_size=10, batch_size=10, progress=False)
     assert forward_calls == [10]  # exactly the damaged shard, nothing else
     assert _files(folder) == original
-    loaded = load_targets(folder)
-    np.testing.assert_array_equal(loaded.tokens[loaded.offsets[20]:loaded.offsets[30]],
-                                  np.load(folder / "shard-00002.tokens.npy"))
+    ids, states = again.token_slices(np.arange(20, 30))
+    _, expected = view.token_slices(np.arange(20, 30))
+    for a, b in zip(states, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_verify_command_reports_and_drops_bad_shards(tiny_bert_dir, tiny_corpus, tmp_path):
+    out = tmp_path / "cache"
+    result = CliRunner().invoke(app, _cli_args(tiny_bert_dir, tiny_corpus, out, "--shard-size", "50"))
+    assert result.exit_code == 0, result.output
+    ok = CliRunner().invoke(app, _cli_args(tiny_bert_dir, tiny_corpus, out, "--shard-size", "50", "--verify"))
+    assert ok.exit_code == 0 and "4 shards verified, 0 bad" in ok.output
+    victim = sorted(_store(out, "text").glob("shard-*.pooled.npy"))[1]
+    data = bytearray(victim.read_bytes())
+    data[-4:] = b"\x00\x00\xc0\x7f"
+    victim.write_bytes(bytes(data))
+    bad = CliRunner().invoke(app, _cli_args(tiny_bert_dir, tiny_corpus, out, "--shard-size", "50", "--verify"))
+    assert bad.exit_code == 0, bad.output
+    assert "3 shards verified, 1 bad (labeled again)" in bad.output
+    assert TargetStore.open(_store(out, "text")).verify() == []
 
 
 def test_token_targets_ragged_offsets(bert, tiny_texts, tmp_path):
     texts = tiny_texts[:30]
-    folder = build_targets(bert, TargetKind.TOKEN, tmp_path, texts=texts, shard_size=7, batch_size=4,
-                           progress=False)
-    t = load_targets(folder)
+    view = label(bert, TargetKind.TOKEN, tmp_path, texts, shard_size=7, batch_size=4, progress=False)
     seqs, _ = bert.tokenize(texts)
     lengths = np.array([len(s) for s in seqs])
-    assert t.kind is TargetKind.TOKEN and len(t.manifest["shards"]) == 5
-    assert t.offsets.shape == (31,) and t.offsets[0] == 0
-    np.testing.assert_array_equal(np.diff(t.offsets), lengths)
-    assert t.tokens.shape == (lengths.sum(), 32) and t.tokens.dtype == np.float32
-    np.testing.assert_array_equal(t.ids, np.concatenate(seqs))
-    assert t.pooled.shape == (30, 32)
-    for i in range(30):  # mean pooling: each text's slice of contextual states averages to its pooled target
-        np.testing.assert_allclose(t.tokens[t.offsets[i]:t.offsets[i + 1]].mean(0), t.pooled[i], atol=1e-5)
+    assert view.kind is TargetKind.TOKEN and len(view.names) == 5
+    np.testing.assert_array_equal(view.lengths(), lengths)
+    ids, states = view.token_slices(np.arange(30))
+    for i in range(30):
+        assert ids[i].dtype == np.int32 and states[i].dtype == np.float16  # stored as float16
+        np.testing.assert_array_equal(ids[i], seqs[i])
+        assert states[i].shape == (lengths[i], 32)
+        # mean pooling: each text's contextual states average to its pooled target (float16 rounding)
+        np.testing.assert_allclose(states[i].astype(np.float32).mean(0), view.pooled([i])[0], atol=2e-3)
     _, flat, offsets = bert.embed_ids(seqs, with_tokens=True)
-    np.testing.assert_array_equal(offsets, t.offsets)
-    np.testing.assert_allclose(flat, t.tokens, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(states).astype(np.float32), flat.astype(np.float32), atol=1e-5)
 
 
 def test_vocab_targets(bert, tmp_path):
-    folder = build_targets(bert, "vocab", tmp_path, shard_size=50, batch_size=64, progress=False)
-    t = load_targets(folder)
+    vocab = label_vocab(bert, tmp_path, batch_size=64, progress=False)
     ids, strings = bert.vocab()
-    assert t.kind is TargetKind.VOCAB
-    assert t.pooled.shape == (len(ids), 32) == (159, 32)
-    np.testing.assert_array_equal(t.ids, ids)
-    assert t.strings == strings
+    assert vocab.pooled.shape == (len(ids), 32) == (159, 32)
+    np.testing.assert_array_equal(vocab.ids, ids)
+    assert vocab.strings == strings
     weight = bert.model.get_input_embeddings().weight.detach().numpy()
-    assert t.input_embeddings.shape == (159, 32)
-    np.testing.assert_array_equal(t.input_embeddings, weight[ids])
+    np.testing.assert_array_equal(vocab.input_embeddings, weight[ids])
     for row in (0, 77, 158):  # each token alone, inside [CLS] … [SEP]
         alone = bert.embed_ids([[bert.tokenizer.cls_token_id, int(ids[row]), bert.tokenizer.sep_token_id]])[0]
-        np.testing.assert_allclose(t.pooled[row], alone, atol=1e-5)
-    assert np.abs(t.pooled[0] - t.pooled[1]).max() > 1e-3
+        np.testing.assert_allclose(vocab.pooled[row], alone, atol=1e-5)
+    assert np.abs(vocab.pooled[0] - vocab.pooled[1]).max() > 1e-3
 
 
 def test_text_targets_need_texts(bert, tmp_path):
     from distill.errors import DistillError
 
     with pytest.raises(DistillError, match="text targets need a non-empty list of texts"):
-        build_targets(bert, "text", tmp_path, texts=[], progress=False)
+        label(bert, "text", tmp_path, [], progress=False)
+
+
+def test_a_cache_of_the_old_layout_is_refused_with_what_to_do(bert, tiny_texts, tmp_path, caplog):
+    from distill.errors import DistillError
+
+    old = tmp_path / "text-0123456789abcdef0123"
+    old.mkdir()
+    (old / "manifest.json").write_text('{"format": 1, "kind": "text"}')
+    (old / "shard-00000.pooled.npy").write_bytes(b"x" * 1000)
+    with pytest.raises(DistillError, match="older distill .*format 1.*delete it"):
+        TargetStore.open(old)
+    with caplog.at_level("WARNING"):
+        label(bert, "text", tmp_path, tiny_texts[:5], progress=False)
+    assert "1 target sets in the old cache layout" in caplog.text and "delete them" in caplog.text
+
+
+def test_the_weights_fingerprint_is_remembered(tiny_bert_dir, tmp_path, monkeypatch):
+    import distill.teachers.teacher as teacher_module
+
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
+    calls = []
+    original = teacher_module.weights_fingerprint
+    monkeypatch.setattr(teacher_module, "weights_fingerprint", lambda f: calls.append(f) or original(f))
+    a = load_teacher(tiny_bert_dir, device="cpu").fingerprint
+    b = load_teacher(tiny_bert_dir, device="cpu").fingerprint
+    assert a == b and len(calls) == 1  # hashed once, then remembered across loads
+    assert (tmp_path / "cache" / "fingerprints.json").is_file()
 
 
 def _free_port() -> int:
@@ -229,16 +278,14 @@ def test_accelerate_two_processes_match_one(tiny_bert_dir, tiny_corpus, tmp_path
     result = CliRunner().invoke(app, _cli_args(tiny_bert_dir, tiny_corpus, one, "--kinds", "text,token",
                                                "--shard-size", "25", "--batch-size", "8"))
     assert result.exit_code == 0, result.output
+    assert _files(tmp_path / "two").keys() == _files(one).keys()  # the same shards, named by their texts
     for kind in ("text", "token"):
-        (a,) = (tmp_path / "two").glob(f"{kind}-*")
-        (b,) = one.glob(f"{kind}-*")
-        assert a.name == b.name  # same key: same teacher, texts and settings
-        ta, tb = load_targets(a), load_targets(b)
-        assert ta.manifest["count"] == tb.manifest["count"] == 200
-        assert len(ta.manifest["shards"]) == 8
-        np.testing.assert_allclose(ta.pooled, tb.pooled, atol=1e-5)
-        if kind == "token":
-            np.testing.assert_array_equal(ta.offsets, tb.offsets)
-            np.testing.assert_array_equal(ta.ids, tb.ids)
-            np.testing.assert_allclose(ta.tokens, tb.tokens, atol=1e-5)
-    assert json.loads((a / "manifest.json").read_text())["teacher"] == tb.manifest["teacher"]
+        a, b = TargetStore.open(_store(tmp_path / "two", kind)), TargetStore.open(_store(one, kind))
+        assert a.folder.name == b.folder.name  # same key: same teacher and settings
+        assert len(a.shard_names()) == 8
+        for name in a.shard_names():
+            np.testing.assert_allclose(a.files(name).pooled, b.files(name).pooled, atol=1e-5)
+            if kind == "token":
+                np.testing.assert_array_equal(a.files(name).offsets, b.files(name).offsets)
+                np.testing.assert_array_equal(a.files(name).ids, b.files(name).ids)
+                np.testing.assert_allclose(a.files(name).tokens, b.files(name).tokens, atol=1e-3)

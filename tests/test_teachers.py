@@ -76,7 +76,7 @@ def test_decoder_last_pooling_under_padding(fixture, side, request):
         np.testing.assert_allclose(batched[row], alone, atol=1e-5)
     # the contextual states come back unpadded and in order, whichever side the pads were on
     _, flat, offsets = teacher.embed_ids(seqs, batch_size=len(seqs), with_tokens=True)
-    np.testing.assert_allclose(flat[offsets[1:] - 1], batched, atol=1e-6)
+    np.testing.assert_allclose(flat[offsets[1:] - 1], batched, rtol=1e-3, atol=1e-3)  # float16 states
 
 
 def test_decoders_default_to_last_pooling(tiny_gpt2_dir, tiny_llama_dir, tiny_bert_dir):

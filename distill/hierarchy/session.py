@@ -24,10 +24,12 @@ def _levels(h: Hierarchy) -> list[tuple[int, np.ndarray, np.ndarray]]:
     return [(lv.prefix, *lv.labels()) for lv in h.levels]
 
 
-def frequent_tokens(seqs: list[list[int]], allowed: np.ndarray, max_tokens: int) -> np.ndarray:
-    """The ``max_tokens`` most frequent ids of ``allowed`` in ``seqs`` (ties by id), sorted by id."""
-    counts = np.bincount(np.fromiter((i for s in seqs for i in s), dtype=np.int64),
-                         minlength=int(allowed.max()) + 1)[allowed]
+def frequent_tokens(counts: np.ndarray, allowed: np.ndarray, max_tokens: int) -> np.ndarray:
+    """The ``max_tokens`` most frequent ids of ``allowed`` (ties by id), sorted by id.
+
+    :param counts: (V,) occurrences of each token id in the training texts.
+    """
+    counts = np.pad(counts, (0, max(0, int(allowed.max()) + 1 - len(counts))))[allowed]
     order = np.lexsort((allowed, -counts))
     keep = order[counts[order] > 0][:max_tokens]
     return np.sort(allowed[keep])
@@ -74,11 +76,12 @@ class HierarchySession:
         return {"source": self.hierarchy.source, "levels": levels}
 
 
-def start_hierarchy(cfg: HierarchyConfig, student, vocab, seqs: list[list[int]] | None, pca=None,
+def start_hierarchy(cfg: HierarchyConfig, student, vocab, counts: np.ndarray | None, pca=None,
                     seed: int = 0) -> HierarchySession | None:
     """Build the imposed or emergent groups of a run, or None when the run has neither.
 
     :param vocab: the vocabulary targets (``.ids``, ``.strings``, ``.pooled``) the student was built on.
+    :param counts: (V,) token counts of the training texts; None when the run has no texts.
     :param pca: the run's rotation; the teacher's rows in it give the teacher-side cohesion numbers.
     :raises DistillError: for a transformer student, a run with no texts, or a bad groups file.
     """
@@ -87,7 +90,7 @@ def start_hierarchy(cfg: HierarchyConfig, student, vocab, seqs: list[list[int]] 
     if not isinstance(student, StaticStudent):
         raise DistillError("--groups and --emergent work on a static student's token table; "
                            "pass --student static")
-    if seqs is None:
+    if counts is None:
         raise DistillError("--groups and --emergent need training texts: pass --corpus")
     ids = np.asarray(vocab.ids, dtype=np.int64)
     strings = {int(i): s for i, s in zip(ids, vocab.strings)}
@@ -99,7 +102,7 @@ def start_hierarchy(cfg: HierarchyConfig, student, vocab, seqs: list[list[int]] 
     if cfg.groups:
         hierarchy = load_groups(cfg.groups, {s: i for i, s in strings.items()}, student.dims)
     else:
-        chosen = frequent_tokens(seqs, ids, cfg.max_tokens)
+        chosen = frequent_tokens(counts, ids, cfg.max_tokens)
         row_of = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
         row_of[ids] = np.arange(len(ids))
         hierarchy = emergent_hierarchy(chosen, teacher[row_of[chosen]], student.dims, cfg.branching,

@@ -1,92 +1,258 @@
-"""Reading corpora: .txt (one text per line), .jsonl / .csv / .parquet with a text column."""
+"""Reading corpora lazily: .txt (one text per line), .jsonl / .csv / .tsv / .parquet with a text column,
+a folder written by ``datasets.Dataset.save_to_disk``, or a Hugging Face dataset id (``hf:ID[:CONFIG][@SPLIT]``).
+
+A :class:`Corpus` is re-iterable and never holds the whole file: it yields one stripped, non-empty
+text at a time and stops at ``limit`` while reading, so a corpus larger than memory works and
+``--limit 1000`` of a 10 GB file reads only its beginning. Lines are split on ``\\n`` only (not on
+the form feeds and Unicode separators ``str.splitlines`` also splits on), so line numbers in errors
+are the file's own.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import CorpusError
 
+logger = logging.getLogger(__name__)
+
 SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")
+HF_PREFIX = "hf:"
+_CHUNK_ROWS = 8192  # rows per read of the csv / parquet / datasets readers
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line without its newline), reading in binary so only ``\\n`` splits."""
+    with open(path, "rb") as f:
+        offset = 0
+        for n, raw in enumerate(f, start=1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark would stick to the first text
+                raw, offset = raw[3:], 3
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CorpusError(f"{path}: not UTF-8 (byte {offset + e.start}, line {n}); "
+                                  "re-encode the file as UTF-8") from e
+            offset += len(raw)
+            yield n, line.rstrip("\r\n")
+
+
+def _missing_column(path, column: str, has) -> CorpusError:
+    return CorpusError(f"{path}: no column {column!r} (it has: {', '.join(map(str, has))}); pass --text-column")
+
+
+def _read_txt(path: Path, column: str) -> Iterator[object]:
+    for _, line in _lines(path):
+        yield line
+
+
+def _read_jsonl(path: Path, column: str) -> Iterator[object]:
+    for n, line in _lines(path):
+        if not line.strip():  # a blank line is no record (an empty text field is)
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CorpusError(f"{path}: line {n} is not valid JSON ({e.msg})") from e
+        if not isinstance(row, dict) or column not in row:
+            keys = ", ".join(map(str, row)) if isinstance(row, dict) else type(row).__name__
+            raise CorpusError(f"{path}: row {n} has no column {column!r} (it has: {keys}); pass --text-column")
+        yield row[column]
+
+
+def _read_csv(path: Path, column: str) -> Iterator[object]:
+    import pandas as pd
+
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        header = pd.read_csv(path, sep=sep, dtype=str, nrows=0, encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path}: not UTF-8 ({e.reason}); re-encode the file as UTF-8") from e
+    except Exception as e:
+        raise CorpusError(f"{path}: cannot parse as {path.suffix[1:]} ({e})") from e
+    if column not in header.columns:
+        raise _missing_column(path, column, header.columns)
+    try:
+        reader = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, usecols=[column],
+                             chunksize=_CHUNK_ROWS, encoding="utf-8")
+        for chunk in reader:
+            yield from chunk[column].tolist()
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path}: not UTF-8 ({e.reason}); re-encode the file as UTF-8") from e
+    except (ValueError, pd.errors.ParserError) as e:
+        raise CorpusError(f"{path}: cannot parse as {path.suffix[1:]} ({e})") from e
+
+
+def _read_parquet(path: Path, column: str) -> Iterator[object]:
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except Exception as e:
+        raise CorpusError(f"{path}: cannot read parquet ({e})") from e
+    if column not in file.schema_arrow.names:
+        raise _missing_column(path, column, file.schema_arrow.names)
+    for batch in file.iter_batches(batch_size=_CHUNK_ROWS, columns=[column]):
+        yield from batch.column(0).to_pylist()
+
+
+def _read_dataset(dataset, where: str, column: str) -> Iterator[object]:
+    names = dataset.column_names or []
+    if column not in names:
+        raise _missing_column(where, column, names)
+    if hasattr(dataset, "iter"):  # a map-style Dataset: read in Arrow batches, one column
+        for batch in dataset.select_columns([column]).iter(batch_size=_CHUNK_ROWS):
+            yield from batch[column]
+    else:  # an IterableDataset (streamed from the hub)
+        for row in dataset:
+            yield row[column]
+
+
+def _load_saved_dataset(path: Path, split: str | None):
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        dataset = load_from_disk(str(path))
+    except Exception as e:
+        raise CorpusError(f"{path}: cannot load as a saved dataset ({e})") from e
+    if isinstance(dataset, DatasetDict):
+        split = split or ("train" if "train" in dataset else next(iter(dataset)))
+        if split not in dataset:
+            raise CorpusError(f"{path}: no split {split!r} (it has: {', '.join(dataset)})")
+        dataset = dataset[split]
+    return dataset
+
+
+def parse_hub_spec(spec: str) -> tuple[str, str | None, str]:
+    """``hf:ID[:CONFIG][@SPLIT]`` -> (id, config, split); split defaults to ``train``."""
+    body = spec[len(HF_PREFIX):]
+    body, _, split = body.partition("@")
+    name, _, config = body.partition(":")
+    if not name:
+        raise CorpusError(f"{spec!r}: expected hf:DATASET_ID[:CONFIG][@SPLIT], "
+                          "e.g. hf:wikitext:wikitext-2-raw-v1@train")
+    return name, config or None, split or "train"
+
+
+def _load_hub_dataset(spec: str):
+    """A hub dataset, streamed where the hub is reachable, from the local cache otherwise; fails fast."""
+    import datasets
+
+    from distill.hub import hub_reachable
+
+    name, config, split = parse_hub_spec(spec)
+    advice = ("pass a local file (.txt, .jsonl, .csv, .parquet) or a folder written by "
+              "datasets' save_to_disk instead")
+    if hub_reachable():
+        try:
+            return datasets.load_dataset(name, config, split=split, streaming=True)
+        except Exception as e:
+            raise CorpusError(f"{spec}: cannot stream {name!r} ({type(e).__name__}: {e}); {advice}") from e
+    previous = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = True  # the hub is unreachable: do not let datasets retry it
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except Exception as e:
+        raise CorpusError(f"{spec}: {name!r} is not in the local datasets cache and the hub cannot be "
+                          f"reached; {advice}") from e
+    finally:
+        datasets.config.HF_HUB_OFFLINE = previous
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / f).is_file() for f in ("dataset_info.json", "state.json",
+                                                                 "dataset_dict.json"))
+
+
+_READERS = {".txt": _read_txt, ".jsonl": _read_jsonl, ".csv": _read_csv, ".tsv": _read_csv,
+            ".parquet": _read_parquet}
 
 
 @dataclass(frozen=True)
 class Corpus:
+    """A lazily read, re-iterable corpus. Iterating yields the stripped non-empty texts, at most ``limit``.
+
+    After a complete iteration, :attr:`n_empty` holds the number of empty texts skipped on the way.
+    """
+
+    source: str
+    text_column: str = "text"
+    limit: int | None = None
+    split: str | None = None  # saved DatasetDict folders
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_stats", {"n_empty": 0})
+        if self.limit is not None and self.limit < 1:
+            raise CorpusError(f"--limit must be a positive number of texts, got {self.limit}")
+        if self.source.startswith(HF_PREFIX):
+            parse_hub_spec(self.source)
+            return
+        path = Path(self.source)
+        if _is_saved_dataset(path):
+            return
+        if not path.is_file():
+            raise CorpusError(f"corpus {path} does not exist")
+        if path.suffix.lower() not in _READERS:
+            raise CorpusError(f"{path}: unknown corpus format {path.suffix.lower()!r} (use one of "
+                              f"{', '.join(SUFFIXES)}, a saved dataset folder or hf:DATASET_ID)")
+
+    @property
+    def n_empty(self) -> int:
+        return self._stats["n_empty"]
+
+    def _raw(self) -> Iterator[object]:
+        if self.source.startswith(HF_PREFIX):
+            return _read_dataset(_load_hub_dataset(self.source), self.source, self.text_column)
+        path = Path(self.source)
+        if path.is_dir():
+            return _read_dataset(_load_saved_dataset(path, self.split), str(path), self.text_column)
+        return _READERS[path.suffix.lower()](path, self.text_column)
+
+    def __iter__(self) -> Iterator[str]:
+        n_texts = n_empty = 0
+        for value in self._raw():
+            text = value.strip() if isinstance(value, str) else ""
+            if not text:
+                n_empty += 1
+                continue
+            yield text
+            n_texts += 1
+            if self.limit is not None and n_texts >= self.limit:
+                break
+        self._stats["n_empty"] = n_empty
+        if n_texts == 0:
+            raise CorpusError(f"corpus {self.source} holds no texts ({n_empty} empty)")
+
+    def chunks(self, size: int) -> Iterator[list[str]]:
+        """The texts in lists of ``size`` (the last one shorter)."""
+        chunk: list[str] = []
+        for text in self:
+            chunk.append(text)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+@dataclass(frozen=True)
+class CorpusTexts:
     texts: list[str]
     n_empty: int  # blank lines / empty texts that were skipped
     path: Path
 
 
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")  # -sig: a byte-order mark would otherwise stick to the first text
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise CorpusError(f"{path}: not UTF-8 (byte {e.start}, line {line}); re-encode the file as UTF-8") from e
+def read_corpus(path: str | Path, text_column: str = "text", limit: int | None = None) -> CorpusTexts:
+    """Read the texts of a (small) corpus into memory, skipping (and counting) empty ones.
 
-
-def _column(rows: list[dict], column: str, path: Path, first_line: int = 1) -> list[object]:
-    values = []
-    for n, row in enumerate(rows, start=first_line):
-        if not isinstance(row, dict) or column not in row:
-            keys = ", ".join(map(str, row)) if isinstance(row, dict) else type(row).__name__
-            raise CorpusError(f"{path}: row {n} has no column {column!r} (it has: {keys}); pass --text-column")
-        values.append(row[column])
-    return values
-
-
-def read_corpus(path: str | Path, text_column: str = "text", limit: int | None = None) -> Corpus:
-    """Read the texts of a corpus file, skipping (and counting) empty ones.
+    For corpora of any size, iterate a :class:`Corpus` instead.
 
     :raises CorpusError: missing file, unknown format, non-UTF-8 bytes, missing column, no texts.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"corpus {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        raw: list[object] = _decode(path).splitlines()
-    elif suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(_decode(path).splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{path}: line {n} is not valid JSON ({e.msg})") from e
-        raw = _column(rows, text_column, path)
-    elif suffix in (".csv", ".tsv"):
-        import pandas as pd
-
-        _decode(path)  # a clear error for non-UTF-8 bytes before pandas sees them
-        try:
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-        except Exception as e:
-            raise CorpusError(f"{path}: cannot parse as {suffix[1:]} ({e})") from e
-        if text_column not in frame.columns:
-            raise CorpusError(f"{path}: no column {text_column!r} (it has: {', '.join(frame.columns)}); "
-                              "pass --text-column")
-        raw = frame[text_column].tolist()
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as e:
-            raise CorpusError(f"{path}: cannot read parquet ({e})") from e
-        if text_column not in table.column_names:
-            raise CorpusError(f"{path}: no column {text_column!r} (it has: {', '.join(table.column_names)}); "
-                              "pass --text-column")
-        raw = table.column(text_column).to_pylist()
-    else:
-        raise CorpusError(f"{path}: unknown corpus format {suffix!r} (use one of {', '.join(SUFFIXES)})")
-    texts = [t.strip() for t in raw if isinstance(t, str) and t.strip()]
-    n_empty = len(raw) - len(texts)
-    if not texts:
-        raise CorpusError(f"corpus {path} holds no texts ({n_empty} empty)")
-    if limit is not None:
-        texts = texts[:limit]
-    return Corpus(texts, n_empty, path)
+    corpus = Corpus(str(path), text_column=text_column, limit=limit)
+    texts = list(corpus)
+    return CorpusTexts(texts, corpus.n_empty, Path(path))

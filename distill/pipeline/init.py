@@ -7,53 +7,71 @@ import logging
 import numpy as np
 import torch
 
+from distill.pipeline.data import TokenArrays
 from distill.pipeline.pca import PCARotation
+from distill.pipeline.targets import TargetView
 from distill.students import StaticStudent, TransformerStudent
-from distill.students.static import bag_means
+from distill.students.static import bag_means_flat
 
 logger = logging.getLogger(__name__)
 _UNUSED_LOG_WEIGHT = -20.0  # tokens with no teacher target barely count in a weighted mean
 
 
-def sif_log_weights(vocab_size: int, seqs: list[list[int]], a: float = 1e-3) -> np.ndarray:
-    """log of the SIF weight a / (a + p(token)), with p counted on the training texts (add-one)."""
-    counts = np.bincount(np.fromiter((i for s in seqs for i in s), dtype=np.int64), minlength=vocab_size)
-    p = (counts[:vocab_size] + 1) / (counts.sum() + vocab_size)
+def sif_log_weights(counts: np.ndarray, a: float = 1e-3) -> np.ndarray:
+    """log of the SIF weight a / (a + p(token)), p from the (V,) token ``counts`` of the training texts (add-one)."""
+    p = (counts + 1) / (counts.sum() + len(counts))
     return np.log(a / (a + p)).astype(np.float32)
 
 
 def init_static(student: StaticStudent | TransformerStudent, vocab_ids: np.ndarray, vocab_targets: np.ndarray,
-                pca: PCARotation, seqs: list[list[int]] | None = None, text_targets: np.ndarray | None = None,
-                ridge: float = 1e-3) -> None:
+                pca: PCARotation, tokens: TokenArrays | None = None, rows: np.ndarray | None = None,
+                targets: TargetView | None = None, ridge: float = 1e-3, chunk: int = 65536) -> None:
     """Token table = the teacher's vocab targets, PCA-rotated and cut to the student's width.
 
     Used for static students and for the static part of transformer students.
 
-    With training texts: SIF weights from their token counts, then one least-squares linear map from
-    the student's text vectors to the rotated text targets (a weighted mean commutes with a linear
-    map, so the map folds into the table).
+    With training texts (``tokens`` of the texts ``rows``, their teacher vectors in ``targets``): SIF
+    weights from their token counts, then one least-squares linear map from the student's text
+    vectors to the rotated text targets (a weighted mean commutes with a linear map, so the map
+    folds into the table). The normal equations are summed chunk by chunk: memory stays at a
+    chunk, whatever the corpus.
     """
     D = student.dim
-    table = np.zeros((student.config.vocab_size, D), dtype=np.float32)
+    V = student.config.vocab_size
+    table = np.zeros((V, D), dtype=np.float32)
     table[vocab_ids] = pca.transform(vocab_targets)[:, :D]
-    log_w = np.full(student.config.vocab_size, _UNUSED_LOG_WEIGHT, dtype=np.float32)
+    log_w = np.full(V, _UNUSED_LOG_WEIGHT, dtype=np.float32)
     log_w[vocab_ids] = 0.0
-    if seqs:
-        log_w[vocab_ids] = sif_log_weights(student.config.vocab_size, seqs)[vocab_ids]
+    texts = tokens is not None and rows is not None and len(rows) > 0
+    if texts:
+        log_w[vocab_ids] = sif_log_weights(tokens.token_counts(rows, V))[vocab_ids]
     with torch.no_grad():
         student.embedding.copy_(torch.from_numpy(table))
         student.log_weight.copy_(torch.from_numpy(log_w))
-    if seqs and text_targets is not None:
-        x = bag_means(table * np.exp(log_w)[:, None], np.exp(log_w), seqs).astype(np.float64)  # (N, D)
-        y = pca.transform(text_targets)[:, :D].astype(np.float64)  # (N, D)
-        gram = x.T @ x + ridge * len(x) * np.eye(D) * np.trace(x.T @ x) / (D * len(x))
-        linear = np.linalg.solve(gram, x.T @ y)  # (D, D)
-        before = np.mean(np.sum((x - y) ** 2, 1))
-        after = np.mean(np.sum((x @ linear - y) ** 2, 1))
-        logger.info("linear map of the token table: text MSE %.4g -> %.4g", before, after)
-        with torch.no_grad():
-            student.embedding.copy_(torch.from_numpy((table @ linear).astype(np.float32)))
-        student.train()  # drop the numpy cache
+    if not texts or targets is None:
+        return
+    w = np.exp(log_w)
+    weighted = table * w[:, None]
+    xx, xy = np.zeros((D, D)), np.zeros((D, D))
+    sq_x = sq_y = cross = 0.0
+    for start in range(0, len(rows), chunk):
+        idx = rows[start:start + chunk]
+        flat, offsets = tokens.flat(idx)
+        x = bag_means_flat(weighted, w, flat, offsets).astype(np.float64)  # (n, D)
+        y = pca.transform(targets.pooled(idx))[:, :D].astype(np.float64)  # (n, D)
+        xx += x.T @ x
+        xy += x.T @ y
+        sq_x, sq_y, cross = sq_x + np.sum(x * x), sq_y + np.sum(y * y), cross + np.sum(x * y)
+    n = len(rows)
+    gram = xx + ridge * np.eye(D) * np.trace(xx) / D
+    linear = np.linalg.solve(gram, xy)  # (D, D)
+    before = (sq_x - 2 * cross + sq_y) / n
+    # |xL - y|^2 summed = tr(L' xx L) - 2 tr(L' xy) + |y|^2
+    after = (np.trace(linear.T @ xx @ linear) - 2 * np.trace(linear.T @ xy) + sq_y) / n
+    logger.info("linear map of the token table: text MSE %.4g -> %.4g", before, after)
+    with torch.no_grad():
+        student.embedding.copy_(torch.from_numpy((table @ linear).astype(np.float32)))
+    student.train()  # drop the numpy cache
 
 
 def init_transformer(student: TransformerStudent, input_embeddings: np.ndarray, vocab_ids: np.ndarray) -> None:

@@ -1,26 +1,19 @@
-"""`distill run`: teacher -> targets (cached) -> PCA -> student -> train -> evaluate -> export."""
+"""`distill run`: the run's configuration and its stages in order (see :mod:`distill.pipeline.stages`)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from distill.devices import distributed_state
 from distill.errors import DistillError
 from distill.hierarchy.config import HierarchyConfig, TokenizerMode
-from distill.pipeline.corpus import read_corpus
-from distill.pipeline.evaluate import agreement, read_pairs, sts_scores
-from distill.pipeline.init import init_static, init_transformer
-from distill.pipeline.pca import PCARotation
-from distill.pipeline.targets import TargetKind, build_targets, load_targets
-from distill.pipeline.train import TrainConfig, TrainData, Trainer
-from distill.students import StudentConfig, build_student
-from distill.teachers import load_teacher
+from distill.io import save_json
+from distill.pipeline import stages
+from distill.pipeline.corpus import Corpus
+from distill.pipeline.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -73,136 +66,76 @@ class RunConfig:
         return cls(**data, train=TrainConfig(**train), hierarchy=hierarchy)
 
 
-def _student_dims(dims: tuple[int, ...], teacher_dim: int) -> list[int]:
-    kept = sorted({d for d in dims if d <= teacher_dim})
-    if not kept:
-        raise DistillError(f"no prefix size in {list(dims)} fits the teacher's width {teacher_dim}")
-    if len(kept) < len(dims):
-        logger.warning("prefix sizes above the teacher's width %d dropped: %s", teacher_dim,
-                       [d for d in dims if d > teacher_dim])
-    return kept
-
-
 def _prepare_folder(cfg: RunConfig, resume: bool) -> Path:
     out = Path(cfg.out)
     saved = out / "config.json"
     # a folder whose run stopped before training (bad teacher, interrupted labeling) holds nothing to keep
     started = any((out / name).exists() for name in ("checkpoints", "student", "summary.json"))
-    if saved.is_file() and started:
-        previous = json.loads(saved.read_text())
+    options = json.loads(json.dumps(asdict(cfg)))
+    previous = json.loads(saved.read_text()) if saved.is_file() else None
+    if previous is not None and started:
         if not resume:
             raise DistillError(f"run folder {out} already holds a run; pass --resume to continue it, or another --out")
-        if previous != json.loads(json.dumps(asdict(cfg))):
+        if previous != options:
             raise DistillError(f"--resume: the options differ from those saved in {saved}; rerun with the same ones")
+    elif previous is not None and previous != options:  # prepared data of other options would be stale
+        import shutil
+
+        shutil.rmtree(stages.data_dir(out), ignore_errors=True)
+        (out / "pca.npz").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(asdict(cfg), indent=2))
+    save_json(saved, asdict(cfg))
     return out
 
 
-def run(cfg: RunConfig, resume: bool = False) -> dict:
-    """The main job. Returns the summary written to ``<out>/summary.json``.
+STAGES = ("targets", "train", "eval", "export")
+
+
+def load_config(run_dir: str | Path) -> RunConfig:
+    """The options a run folder was made with (its ``config.json``)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise DistillError(f"{run_dir} is not a run folder (no config.json)")
+    return RunConfig.from_dict(json.loads(path.read_text()))
+
+
+def check_corpus(cfg: RunConfig) -> int:
+    """Read the whole corpus once (cheap next to labeling) so that a bad one fails before any teacher work;
+    returns its number of texts."""
+    if not cfg.corpus:
+        return 0
+    n = sum(1 for _ in Corpus(cfg.corpus, text_column=cfg.text_column, limit=cfg.limit))
+    n_held = min(1000, n // 10) if cfg.holdout is None else cfg.holdout
+    if n - n_held < max(n_held, 2):
+        raise DistillError(f"the corpus has {n} texts: too few to train on after a holdout of {n_held} "
+                           "(lower --holdout)")
+    return n
+
+
+def run(cfg: RunConfig, resume: bool = False, until: str = "export") -> dict:
+    """The main job: the stages in order, each skipped when its output in the run folder is complete.
+    Returns the summary written to ``<out>/summary.json`` (empty when ``until`` stops before eval).
 
     Under ``accelerate launch`` every rank labels its share of the targets and trains its share of
-    each batch; the main process alone writes the run folder.
+    each batch; the main process alone writes the run folder and evaluates.
     """
-    from distill.devices import distributed_state
-
-    state = distributed_state()
-    t0 = time.perf_counter()
+    if until not in STAGES:
+        raise DistillError(f"unknown stage {until!r} (one of {', '.join(STAGES)})")
+    state = distributed_state(cfg.device)
     out = Path(cfg.out)
-    texts: list[str] = []  # read first: a bad corpus fails before any teacher work
-    if cfg.corpus:
-        texts = read_corpus(cfg.corpus, text_column=cfg.text_column, limit=cfg.limit).texts
-    n_held = min(1000, len(texts) // 10) if cfg.holdout is None else cfg.holdout
-    if texts and len(texts) - n_held < max(n_held, 2):
-        raise DistillError(f"the corpus has {len(texts)} texts: too few to train on after a holdout of {n_held} "
-                           "(lower --holdout)")
+    check_corpus(cfg)
     if state.is_main_process:
         _prepare_folder(cfg, resume)
     state.wait_for_everyone()
-    teacher = load_teacher(cfg.teacher, device=cfg.device, pooling=cfg.pooling, layer=cfg.layer,
-                           max_length=cfg.max_length)
-    dims = _student_dims(cfg.dims, teacher.dim)
-    logger.info("teacher %s (%s, %d dims); student %s with dims %s; world size %d", teacher.source.name,
-                teacher.kind.value, teacher.dim, cfg.student, dims, state.num_processes)
-    vocab = load_targets(build_targets(teacher, TargetKind.VOCAB, cfg.targets_dir,
-                                       batch_size=max(256, cfg.teacher_batch_size)))
-
-    kind = TargetKind.TOKEN if cfg.student == "transformer" and cfg.token_targets else TargetKind.TEXT
-    targets = load_targets(build_targets(teacher, kind, cfg.targets_dir, texts=texts,
-                                         batch_size=cfg.teacher_batch_size)) if texts else None
-
-    order = np.random.default_rng(cfg.train.seed).permutation(len(texts))
-    held, train_idx = np.sort(order[:n_held]), np.sort(order[n_held:])
-    pca = PCARotation.fit(targets.pooled[train_idx] if targets is not None else vocab.pooled,
-                          center=cfg.pca_center, whiten=cfg.whiten)
-    if state.is_main_process:
-        pca.save(out / "pca.npz")
-
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_str(teacher.tokenizer.backend_tokenizer.to_str())
-    if cfg.tokenizer == TokenizerMode.CHAR:  # single characters, each with the teacher's vector of it alone
-        from distill.hierarchy.chars import char_vocab
-
-        if cfg.student != "static":
-            raise DistillError("--tokenizer char needs --student static")
-        tokenizer, vocab = char_vocab(teacher, texts, cfg.targets_dir)
-    special = teacher.tokenizer
-    config = StudentConfig(kind=cfg.student, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
-                           dim=dims[-1], dims=dims, teacher=teacher.identity(), width=cfg.width,
-                           n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_length=teacher.max_length,
-                           pad_id=special.pad_token_id or 0, cls_id=special.cls_token_id, sep_id=special.sep_token_id)
-    torch.manual_seed(cfg.train.seed)  # the same seed gives the same initial weights, whatever ran before
-    student = build_student(config, tokenizer)
-    data = None
-    if targets is not None:
-        seqs = ([targets.ids[targets.offsets[i]:targets.offsets[i + 1]].tolist() for i in train_idx]
-                if kind is TargetKind.TOKEN else student.tokenize([texts[i] for i in train_idx]))
-        data = TrainData(seqs=seqs, targets=pca.transform(targets.pooled[train_idx]))
-        if kind is TargetKind.TOKEN:
-            starts, ends = targets.offsets[train_idx], targets.offsets[train_idx + 1]
-            data.token_targets = pca.transform(np.concatenate([targets.tokens[a:b] for a, b in zip(starts, ends)]))
-            data.token_offsets = np.concatenate([[0], np.cumsum(ends - starts)])
-    init_static(student, vocab.ids, vocab.pooled, pca, seqs=data.seqs if data else None,
-                text_targets=targets.pooled[train_idx] if targets is not None else None)
-    if cfg.student == "transformer":
-        init_transformer(student, vocab.input_embeddings, vocab.ids)
-        if data is None:
-            raise DistillError("a transformer student needs texts to learn from: pass --corpus")
-
-    from distill.hierarchy.session import start_hierarchy
-
-    hierarchy = start_hierarchy(cfg.hierarchy, student, vocab, data.seqs if data else None, pca, cfg.train.seed)
-    summary: dict = {"teacher": teacher.identity(), "student": cfg.student, "dims": dims,
-                     "train_texts": len(train_idx), "holdout_texts": len(held)}
-    if data is not None:
-        summary["train"] = Trainer(student, data, cfg.train, out,
-                                   extra_terms=hierarchy.terms if hierarchy else None).fit(resume=resume)
-    if not state.is_main_process:
-        return summary
-    student.save(out / "student")
-    if hierarchy is not None:  # groups.json: the groups and their typical tokens, for the report and `distill groups`
-        summary["hierarchy"] = hierarchy.finish(out, student)
-    if targets is not None and len(held) > 10:  # overlap@10 needs more than 10 held-out texts
-        held_texts = [texts[i] for i in held]
-        x_student = student.encode(held_texts)
-        x_teacher = np.asarray(targets.pooled[held])
-        summary["holdout"] = {"student": agreement(x_student, x_teacher, dims),
-                              "teacher_truncated": agreement(x_teacher, x_teacher, dims)}
-    if cfg.sts:
-        pairs = read_pairs(cfg.sts)
-        summary["sts"] = {"student": sts_scores(student, pairs, dims), "teacher": sts_scores(teacher, pairs, dims)}
-    if cfg.student == "static":
-        from distill.students.export import export_sentence_transformers
-
-        export_sentence_transformers(student, out / "student-st")
-    summary["seconds"] = time.perf_counter() - t0
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    try:
-        from distill.report import write_report
-
-        write_report(out)
-    except Exception as e:  # a broken report must not lose a finished run
-        logger.warning("could not write the report (rerun `distill plot %s`): %s", out, e)
+    if not stages.prepared(out):
+        stages.prepare(cfg)
+    if until == "targets":
+        return {}
+    if not stages.student_ready(out):
+        stages.train(cfg, resume=resume)
+    if until == "train" or not state.is_main_process:
+        return {}
+    summary = stages.evaluate(cfg)
+    if until == "export":
+        stages.export(cfg)
     return summary

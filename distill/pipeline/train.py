@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 
 from distill.devices import autocast
 from distill.errors import TrainingError
+from distill.pipeline.data import TrainSet
+from distill.pipeline.pca import PCARotation
 from distill.students import StaticStudent, Student
 from distill.students.losses import NestedLoss, TokenCosineLoss
 
@@ -48,15 +50,6 @@ class TrainConfig:
     token: float = 1.0  # token-level term (transformer students with token targets)
     dim_weights: tuple[float, ...] | None = None
     log_every: int = 10
-    cpu: bool = False  # force CPU even where a GPU is present
-
-
-@dataclass
-class TrainData:
-    seqs: list[list[int]]  # student token ids per text
-    targets: np.ndarray  # (N, D_t) PCA-rotated teacher text targets
-    token_targets: np.ndarray | None = None  # (sum of lengths, D_t) rotated contextual states, aligned to seqs
-    token_offsets: np.ndarray | None = None  # (N + 1,)
 
 
 def _schedule(step: int, total: int, warmup: int) -> float:
@@ -87,13 +80,6 @@ def epoch_order(n: int, seed: int, batch: int, lengths: np.ndarray | None = None
     return np.concatenate(order)
 
 
-def _static_batch(seqs: list[list[int]], device) -> dict[str, torch.Tensor]:
-    lengths = [len(s) for s in seqs]
-    ids = torch.tensor([i for s in seqs for i in s], dtype=torch.long, device=device)
-    offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)[:-1]]), dtype=torch.long, device=device)
-    return {"ids": ids, "offsets": offsets}
-
-
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
     if not folder.is_dir():
         return []
@@ -114,62 +100,127 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, keep:
 
 
 class Trainer:
-    """Trains one student on one :class:`TrainData`, writing checkpoints and metrics into ``run_dir``."""
+    """Trains one student on one :class:`~distill.pipeline.data.TrainSet`, writing checkpoints and metrics
+    into ``run_dir``.
 
-    def __init__(self, student: Student, data: TrainData, config: TrainConfig, run_dir: str | Path,
-                 extra_terms: dict | None = None):
+    Targets arrive raw from the store and are rotated on the device (one matmul a batch). Between two
+    logging steps the loop never waits for the device: loss terms are summed there and read once
+    per ``log_every`` steps, when the finite-loss check runs too (and before every checkpoint, so a
+    checkpoint never holds weights a NaN touched).
+
+    Under several processes the text terms (MSE, cosine, relational) are computed on the global
+    batch: each rank gathers the others' pooled vectors (without gradient) and its own (with), so the
+    relational term compares every pair of the batch as one process would, and ``world * loss``
+    makes DDP's gradient average equal the one-process gradient.
+    """
+
+    def __init__(self, student: Student, data: TrainSet, config: TrainConfig, run_dir: str | Path,
+                 pca: PCARotation, device: str | None = None, extra_terms: dict | None = None):
         from accelerate import Accelerator
 
+        from distill.devices import distributed_state
+
         self.config, self.data, self.run_dir = config, data, Path(run_dir)
+        state = distributed_state(device)  # decides CPU vs CUDA for the Accelerator below
         # autocast is ours (bf16 on CUDA); accumulation is by hand so a short last step stays exact
-        self.accelerator = Accelerator(cpu=config.cpu or not torch.cuda.is_available(), mixed_precision="no")
+        self.accelerator = Accelerator(cpu=state.device.type == "cpu", mixed_precision="no")
         self.loss_fn = NestedLoss(student.dims, config.dim_weights, mse=config.mse, cosine=config.cosine,
                                   relational=config.relational, extra_terms=extra_terms)
         self.token_loss = TokenCosineLoss()
         self.student = student
+        self.static = isinstance(student, StaticStudent)
         torch.manual_seed(config.seed)
         optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.steps_per_epoch = math.ceil(len(data.seqs) / (config.batch_size * config.grad_accum))
+        self.steps_per_epoch = math.ceil(len(data) / (config.batch_size * config.grad_accum))
         self.total_steps = self.steps_per_epoch * config.epochs
         warmup = max(1, int(config.warmup_ratio * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: _schedule(s, self.total_steps, warmup))
         # the scheduler is stepped by hand once per optimizer step, so it is not prepared
         self.model, self.optimizer = self.accelerator.prepare(student, optimizer)
+        dev = self.accelerator.device
+        self.rotation = torch.from_numpy(pca.components).to(dev)  # (D_t, D_t)
+        self.mean = torch.from_numpy(pca.mean).to(dev)  # (D_t,)
+        self.scale = torch.from_numpy(1 / np.sqrt(pca.explained + 1e-8)).to(dev) if pca.whiten else None
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.step = 0
+        self._sizes: list[int] | None = None
 
     # ---- one micro-batch ----------------------------------------------------------------------
-    def _loss(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D_t) raw teacher vectors -> PCA-rotated, on the device."""
+        y = (x.float() - self.mean) @ self.rotation
+        return y * self.scale if self.scale is not None else y
+
+    def _global(self, local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """Every rank's rows of the micro-batch, this rank's keeping their gradient (``sizes``: rows per rank)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return local
+        import torch.distributed as dist
+
+        padded = local.detach().new_zeros((max(sizes), *local.shape[1:]))
+        padded[:len(local)] = local.detach()
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        parts = [p[:n] for p, n in zip(parts, sizes)]
+        parts[acc.process_index] = local
+        return torch.cat(parts)
+
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of one micro-batch (this rank's share; ``self._sizes``: every rank's share size)."""
         device = self.accelerator.device
-        seqs = [self.data.seqs[i] for i in idx]
-        target = torch.from_numpy(np.ascontiguousarray(self.data.targets[idx], dtype=np.float32)).to(device)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device):
-            if isinstance(self.student, StaticStudent):
-                pooled = self.model(**_static_batch(seqs, device))
+            if self.static:
+                pooled = self.model(batch["ids"], batch["offsets"])
                 token_term = None
             else:
-                ids, mask = self.student.pad(seqs)
-                ids, mask = ids.to(device), mask.to(device)
-                pooled, states = self.model(ids, mask)
-                token_term = self._token_term(idx, states, mask)
-        loss, logs = self.loss_fn(pooled.float(), target, model=self.student)
+                pooled, states = self.model(batch["ids"], batch["mask"])
+                token_term = self._token_term(batch, states)
+        target = self._rotate(batch["target"])  # (B, D_t)
+        world = self.accelerator.num_processes
+        sizes = self._sizes or [len(target)] * world
+        loss, logs = self.loss_fn(self._global(pooled.float(), sizes), self._global(target, sizes),
+                                  model=self.student)
+        loss = loss * world  # DDP averages gradients over ranks: undo it for the global-batch terms
         if token_term is not None:
-            loss = loss + self.config.token * token_term
-            logs["token"] = float(token_term.detach())
+            loss = loss + self.config.token * token_term  # a per-rank mean, averaged by DDP
+            logs["token"] = token_term.detach()
         return loss, logs
 
-    def _token_term(self, idx: np.ndarray, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        if self.data.token_targets is None or self.config.token == 0:
+    def _token_term(self, batch: dict, states: torch.Tensor) -> torch.Tensor | None:
+        if "token_target" not in batch or self.config.token == 0:
             return None
-        B, T, D = states.shape
-        target = np.zeros((B, T, self.data.token_targets.shape[1]), dtype=np.float32)
-        for row, i in enumerate(idx):
-            lo, hi = self.data.token_offsets[i], self.data.token_offsets[i + 1]
-            n = min(hi - lo, T)
-            target[row, :n] = self.data.token_targets[lo:lo + n]
-        return self.token_loss(states.float(), torch.from_numpy(target).to(states.device), mask)
+        target = self._rotate(batch["token_target"])  # (B, T, D_t)
+        return self.token_loss(states.float(), target, batch["mask"])
+
+    # ---- the plan of an epoch -----------------------------------------------------------------
+    def _epoch_plan(self, epoch: int) -> list[list[np.ndarray]]:
+        """Per optimizer step of ``epoch``: its micro-batches (global positions), in order."""
+        cfg = self.config
+        micro, world = cfg.batch_size, self.accelerator.num_processes
+        lengths = None if self.static else self.data.lengths()
+        perm = epoch_order(len(self.data), cfg.seed + epoch, micro * cfg.grad_accum, lengths)
+        plan = []
+        for b in range(self.steps_per_epoch):
+            chunk = perm[b * micro * cfg.grad_accum:(b + 1) * micro * cfg.grad_accum]
+            mbs = [chunk[m:m + micro] for m in range(0, len(chunk), micro)]
+            plan.append([mb for mb in mbs if len(mb) >= world])  # every rank gets texts
+        return plan
+
+    def _loader(self, micro_batches: list[np.ndarray]):
+        """This rank's share of each micro-batch, built by a DataLoader (pinned memory on CUDA)."""
+        from torch.utils.data import DataLoader
+
+        from distill.pipeline.data import collate_batch
+
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        cuda = self.accelerator.device.type == "cuda"
+        return DataLoader(self.data, batch_sampler=[mb[rank::world].tolist() for mb in micro_batches],
+                          collate_fn=collate_batch, pin_memory=cuda, num_workers=2 if cuda else 0,
+                          persistent_workers=False)
 
     # ---- the loop -----------------------------------------------------------------------------
     def resume(self) -> int:
@@ -183,66 +234,91 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
-        if self.accelerator.is_main_process and self.metrics_path.is_file():  # drop lines past the checkpoint
-            lines = [ln for ln in self.metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
-            self.metrics_path.write_text("".join(ln + "\n" for ln in lines))
         logger.info("resumed from %s (step %d of %d)", path.name, self.step, self.total_steps)
         return self.step
+
+    def _trim_metrics(self) -> None:
+        """Drop metric lines past the step training restarts from (all of them on a fresh start)."""
+        if not (self.accelerator.is_main_process and self.metrics_path.is_file()):
+            return
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):  # a line torn by a kill
+                break
+        from distill.io import save_text
+
+        save_text(self.metrics_path, "".join(ln + "\n" for ln in kept))
+
+    def _check_finite(self, loss: float, since: int) -> None:
+        if not math.isfinite(loss):
+            where = f"step {self.step - 1}" if self.step - since == 1 else f"steps {since}-{self.step - 1}"
+            raise TrainingError(
+                f"loss became {loss} at {where}; the last good checkpoint "
+                f"is kept in {self.checkpoint_dir}. Try a lower --lr.")
 
     def fit(self, resume: bool = False) -> dict:
         cfg, acc = self.config, self.accelerator
         if resume:
             self.resume()
-        n = len(self.data.seqs)
-        lengths = None if isinstance(self.student, StaticStudent) else np.array([len(q) for q in self.data.seqs])
-        micro = cfg.batch_size
-        rank, world = acc.process_index, acc.num_processes
+        self._trim_metrics()
+        world = acc.num_processes
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="train",
                    disable=not acc.is_main_process)
-        seen, t_log, t0, last_loss, first_loss = 0, time.perf_counter(), time.perf_counter(), float("nan"), None
+        seen, t_log, t0 = 0, time.perf_counter(), time.perf_counter()
+        first_loss, last_loss = None, float("nan")
+        sums: dict[str, torch.Tensor] = {}  # loss terms summed on the device since the last log
+        n_summed = 0
         metrics = open(self.metrics_path, "a") if acc.is_main_process else None
         try:
             while self.step < self.total_steps:
                 epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-                perm = epoch_order(n, cfg.seed + epoch, micro * cfg.grad_accum, lengths)
-                for b in range(in_epoch, self.steps_per_epoch):
-                    chunk = perm[b * micro * cfg.grad_accum:(b + 1) * micro * cfg.grad_accum]
-                    logs: dict[str, float] = {}
-                    micro_batches = [chunk[m:m + micro] for m in range(0, len(chunk), micro)]
-                    micro_batches = [mb for mb in micro_batches if len(mb) >= world]  # every rank gets texts
+                plan = self._epoch_plan(epoch)[in_epoch:]
+                batches = iter(self._loader([mb for step in plan for mb in step]))
+                for micro_batches in plan:
+                    logs: dict[str, torch.Tensor] = {}
                     for k, mb in enumerate(micro_batches):
-                        local = mb[rank::world]  # this rank's share of the micro-batch
+                        self._sizes = [len(mb[r::world]) for r in range(world)]
                         last = k == len(micro_batches) - 1
                         with nullcontext() if last else acc.no_sync(self.model):  # sync once per step
-                            loss, logs = self._loss(local)
-                            if not torch.isfinite(loss):
-                                raise TrainingError(
-                                    f"loss became {float(loss.detach())} at step {self.step}; the last good checkpoint "
-                                    f"is kept in {self.checkpoint_dir}. Try a lower --lr.")
+                            loss, logs = self._loss(next(batches))
                             acc.backward(loss / len(micro_batches))
                         seen += len(mb)
                     if cfg.clip:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.clip)
                     self.optimizer.step()
-                    self.optimizer.zero_grad()
+                    self.optimizer.zero_grad(set_to_none=True)
                     self.scheduler.step()
                     self.step += 1
                     for term in self.loss_fn.extra_terms.values():  # e.g. emergent groups refreshed from the student
                         if hasattr(term, "on_step"):
                             term.on_step(self.step, self.student)
-                    last_loss = float(loss.detach())
-                    first_loss = last_loss if first_loss is None else first_loss
+                    logs["loss"] = loss.detach() / world
+                    for name, value in logs.items():
+                        sums[name] = sums[name] + value if name in sums else value.clone()
+                    n_summed += 1
                     bar.update(1)
-                    bar.set_postfix(loss=f"{last_loss:.4f}")
-                    if metrics and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
-                        now = time.perf_counter()
-                        metrics.write(json.dumps({"step": self.step, "epoch": epoch, "loss": last_loss,
-                                                  "lr": self.scheduler.get_last_lr()[0],
-                                                  "texts_per_s": seen / max(now - t_log, 1e-9), **logs}) + "\n")
-                        metrics.flush()
-                        seen, t_log = 0, now
-                    if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps:
+                    checkpoint = self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps
+                    if self.step % cfg.log_every == 0 or checkpoint:
+                        names = list(sums)
+                        values = (torch.stack([sums[n] for n in names]) / n_summed).tolist()  # the one sync
+                        means = dict(zip(names, values))
+                        self._check_finite(means["loss"], self.step - n_summed)
+                        last_loss = means["loss"]
+                        first_loss = last_loss if first_loss is None else first_loss
+                        bar.set_postfix(loss=f"{last_loss:.4f}")
+                        if metrics:
+                            now = time.perf_counter()
+                            metrics.write(json.dumps({"step": self.step, "epoch": epoch,
+                                                      "lr": self.scheduler.get_last_lr()[0],
+                                                      "texts_per_s": seen / max(now - t_log, 1e-9), **means}) + "\n")
+                            metrics.flush()
+                            seen, t_log = 0, now
+                        sums, n_summed = {}, 0
+                    if checkpoint:
                         self.save_checkpoint()
         finally:
             bar.close()

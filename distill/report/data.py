@@ -86,22 +86,20 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
-def _find_vocab_targets(targets_dir: str, teacher_identity: dict, run_dir: Path):
-    """The run's cached vocab target set, matched by teacher identity; None when it is gone."""
-    from distill.pipeline.targets import load_targets
+def _find_vocab_targets(run_dir: Path):
+    """The run's vocab targets (from the target store its ``data/`` names); None when they are gone."""
+    from distill.pipeline.stages import load_vocab
 
-    for base in dict.fromkeys([Path(targets_dir), run_dir.parent / targets_dir]):
-        for manifest in sorted(base.glob("vocab-*/manifest.json")) if base.is_dir() else []:
-            meta = json.loads(manifest.read_text())
-            if meta.get("kind") == "vocab" and meta.get("teacher") == teacher_identity:
-                return load_targets(manifest.parent)
-    return None
+    try:
+        return load_vocab(run_dir)
+    except (OSError, ValueError, KeyError, DistillError):
+        return None
 
 
 def _teacher_vectors(config: dict, summary: dict, run_dir: Path, wanted: list[str]
                      ) -> tuple[list[str], np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(strings, token ids, all vocab vectors or None, vectors of ``wanted`` when labeled afresh)."""
-    vocab = _find_vocab_targets(config.get("targets_dir", "runs/targets"), summary.get("teacher", {}), run_dir)
+    vocab = _find_vocab_targets(run_dir)
     if vocab is not None:
         return list(vocab.strings), np.asarray(vocab.ids), np.asarray(vocab.pooled, dtype=np.float32), None
     logger.info("no cached vocab targets for this run's teacher; labeling the plotted tokens afresh")

@@ -24,10 +24,15 @@ def bag_means(table: np.ndarray, w: np.ndarray, seqs: list[list[int]]) -> np.nda
     numpy's gather + ``reduceat`` would: 25x faster on 10k sentences, the same numbers.
     """
     lengths = np.fromiter((len(q) for q in seqs), dtype=np.int64, count=len(seqs))
-    flat = torch.from_numpy(np.fromiter((i for q in seqs for i in q), dtype=np.int64, count=int(lengths.sum())))
-    offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64))
-    summed = F.embedding_bag(flat, torch.from_numpy(table), offsets, mode="sum")  # (B, D)
-    norm = F.embedding_bag(flat, torch.from_numpy(w).unsqueeze(1), offsets, mode="sum")  # (B, 1)
+    flat = np.fromiter((i for q in seqs for i in q), dtype=np.int64, count=int(lengths.sum()))
+    return bag_means_flat(table, w, flat, np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64))
+
+
+def bag_means_flat(table: np.ndarray, w: np.ndarray, flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """:func:`bag_means` of sequences given as flat int64 ids and (B,) start offsets."""
+    flat_t, offsets_t = torch.from_numpy(flat), torch.from_numpy(offsets)
+    summed = F.embedding_bag(flat_t, torch.from_numpy(table), offsets_t, mode="sum")  # (B, D)
+    norm = F.embedding_bag(flat_t, torch.from_numpy(w).unsqueeze(1), offsets_t, mode="sum")  # (B, 1)
     return (summed / norm.clamp(min=1e-12)).numpy().astype(np.float32, copy=False)
 
 

@@ -7,13 +7,11 @@ with a message that says what to pass instead.
 
 from __future__ import annotations
 
-import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from distill.errors import TeacherNotFoundError
+from distill.hub import hub_reachable
 
 BUNDLED = "bundled"
 
@@ -28,7 +26,6 @@ TEACHER_ALIASES: dict[str, str] = {
 }
 BUNDLED_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_TEACHER = "minilm"
-_PROBE_TIMEOUT_S = 3.0
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "merges.txt", "vocab.*"]
 
 
@@ -56,30 +53,6 @@ def _cached_snapshot(repo_id: str) -> Path | None:
         return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=_HUB_PATTERNS))
     except Exception:
         return None
-
-
-def _hub_reachable() -> bool:
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    reached: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((url.hostname, port), timeout=_PROBE_TIMEOUT_S).close()
-            reached.append(True)
-        except OSError:
-            reached.append(False)
-
-    # The socket timeout does not bound the DNS lookup, which can take 10 s or more with an
-    # unreachable resolver: wait for the probe in a daemon thread for the timeout at most.
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(_PROBE_TIMEOUT_S)
-    return bool(reached and reached[0])
 
 
 def _not_found(spec: str, detail: str) -> TeacherNotFoundError:
@@ -110,7 +83,7 @@ def resolve_teacher(spec: str | Path | None) -> TeacherSource:
     cached = _cached_snapshot(target)
     if cached is not None and (cached / "config.json").is_file():
         return TeacherSource(spec, target, cached)
-    if not _hub_reachable():
+    if not hub_reachable():
         raise _not_found(spec, f"{target!r} is not in the Hugging Face cache and the hub cannot be reached")
     from huggingface_hub import snapshot_download
 

@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import re
 from enum import Enum
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from distill.devices import autocast, resolve_device
+from distill.devices import resolve_device, teacher_dtype
 from distill.errors import DistillError
 from distill.teachers.pooling import Pooling, pool
 from distill.teachers.registry import TeacherSource, resolve_teacher
@@ -37,16 +38,50 @@ class TeacherKind(str, Enum):
     SENTENCE_TRANSFORMERS = "sentence-transformers"
 
 
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and _WEIGHT_FILES.match(p.name))
+
+
 def weights_fingerprint(folder: Path) -> str:
     """sha256 over every weights file of the folder (names and bytes), so changed weights change the key."""
     h = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and _WEIGHT_FILES.match(p.name))
-    for p in files:
+    for p in _weight_files(folder):
         h.update(str(p.relative_to(folder)).encode())
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def fingerprint_cache_path() -> Path:
+    """Where fingerprints are remembered: ``$DISTILL_CACHE`` or ``$XDG_CACHE_HOME/distill`` (``~/.cache/distill``)."""
+    root = os.environ.get("DISTILL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "distill"
+    return Path(root).expanduser() / "fingerprints.json"
+
+
+def cached_fingerprint(folder: Path) -> str:
+    """:func:`weights_fingerprint`, remembered per folder while its weights files keep their names, sizes
+    and modification times (hashing bert-base's 440 MB costs seconds on every load otherwise)."""
+    folder = folder.resolve()
+    stamp = [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in _weight_files(folder)]
+    path = fingerprint_cache_path()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(str(folder))
+    if isinstance(entry, dict) and entry.get("stamp") == stamp:
+        return entry["fingerprint"]
+    fingerprint = weights_fingerprint(folder)
+    known[str(folder)] = {"stamp": stamp, "fingerprint": fingerprint}
+    try:
+        from distill.io import save_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_json(path, known)
+    except OSError as e:  # a read-only home only costs the hash next time
+        logger.debug("could not remember the fingerprint in %s: %s", path, e)
+    return fingerprint
 
 
 def _is_decoder(config) -> bool:
@@ -106,14 +141,19 @@ class Teacher:
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = weights_fingerprint(self.source.path)
+            self._fingerprint = cached_fingerprint(self.source.path)
         return self._fingerprint
 
     def identity(self) -> dict:
         """Everything that decides the teacher's outputs; part of every cache key."""
         return {"name": self.source.name, "weights": self.fingerprint, "kind": self.kind.value,
                 "pooling": self.pooling.value, "layer": self.layer, "normalize": self.normalize,
-                "max_length": self.max_length, "dim": self.dim}
+                "max_length": self.max_length, "dim": self.dim, "dtype": str(self.dtype).removeprefix("torch."),
+                "autocast": False}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     # ---- tokens ---------------------------------------------------------------------------------
     def _special_frame(self) -> tuple[list[int], list[int]]:
@@ -157,22 +197,28 @@ class Teacher:
         return ids, mask
 
     @torch.inference_mode()
-    def forward(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One padded batch -> (pooled (B, D), hidden (B, T, D), mask (B, T)), float32 on CPU."""
+    def forward(self, seqs: list[list[int]], with_tokens: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One padded batch -> (pooled (B, D) float32, hidden (B, T, D) float16 or None, mask (B, T)), on the CPU.
+
+        The hidden states cross to the host only when ``with_tokens`` asks for them (they are B x T
+        times bigger than the pooled vectors), as float16, the dtype they are stored in.
+        """
         ids, mask = self._pad(seqs)
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids = ids.to(self.device, non_blocking=True)
+        mask = mask.to(self.device, non_blocking=True)
         kwargs = {}
         if self.tokenizer.padding_side == "left" and self._takes_position_ids:
             # Models with absolute positions (GPT-2, BERT) count positions from column 0, so a
             # left-padded text would start at position `width - len`: number real tokens from 0.
             kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)  # (B, T)
-        with autocast(self.device):
-            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=self.layer != -1, **kwargs)
-        hidden = (out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]).float()
+        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=self.layer != -1, **kwargs)
+        hidden = (out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]).float()  # (B, T, D)
         pooled = pool(hidden, mask, self.pooling)  # (B, D)
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        return pooled.cpu(), hidden.cpu(), mask.cpu()
+        states = hidden.to(torch.float16).cpu() if with_tokens else None
+        return pooled.cpu(), states, mask.cpu()
 
     def embed_ids(self, seqs: list[list[int]], batch_size: int = 64, with_tokens: bool = False,
                   progress: bool = False, desc: str = "teacher"):
@@ -190,7 +236,7 @@ class Teacher:
         with tqdm(total=n, unit="text", desc=desc, disable=not progress, leave=False) as bar:
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
-                p, hidden, mask = self.forward([seqs[i] for i in idx])
+                p, hidden, _ = self.forward([seqs[i] for i in idx], with_tokens=with_tokens)
                 pooled[idx] = p.numpy()
                 if with_tokens:
                     width = hidden.shape[1]
@@ -202,7 +248,7 @@ class Teacher:
             return pooled
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        flat = np.concatenate(states, axis=0) if n else np.empty((0, self.dim), np.float32)
+        flat = np.concatenate(states, axis=0) if n else np.empty((0, self.dim), np.float16)
         return pooled, flat, offsets
 
     def embed_texts(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
@@ -240,6 +286,8 @@ def load_teacher(spec: str | Path | None = None, device: str | torch.device | No
         (default last: mean pooling lets a causal model's early tokens, which saw little, dominate).
         Sentence-transformers folders use their own pooling and normalization unless overridden.
     :param layer: which hidden layer to use (-1: the last).
+    :param dtype: the weights' dtype; default bf16 on CUDA (fp16 where the card has no bf16), fp32
+        elsewhere. It is part of the teacher's identity, so targets of another dtype are not mixed.
     :raises TeacherNotFoundError: when the model can be had neither locally nor from the hub.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -261,7 +309,8 @@ def load_teacher(spec: str | Path | None = None, device: str | torch.device | No
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token_id is None:  # GPT-2 and Llama ship without a pad token
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModel.from_pretrained(model_dir, dtype=dtype or torch.float32).to(device).eval()
+    dtype = teacher_dtype(device, dtype)
+    model = AutoModel.from_pretrained(model_dir, dtype=dtype).to(device).eval()
     limits = [st_max_len, max_length, getattr(model.config, "max_position_embeddings", None)]
     if 0 < tokenizer.model_max_length < 1_000_000:
         limits.append(tokenizer.model_max_length)

@@ -32,10 +32,14 @@ class NestedLoss(nn.Module):
         self.terms = nn.ModuleDict({"mse": PrefixMSELoss(), "cos": PrefixCosineLoss(), "rel": RelationalLoss()})
         self.extra_terms = nn.ModuleDict(extra_terms or {})
 
-    def forward(self, student: torch.Tensor, target: torch.Tensor, **batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """(B, D_s) student, (B, D_t) rotated target -> (total loss, {"<term>@<d>": value} for logging)."""
+    def forward(self, student: torch.Tensor, target: torch.Tensor, **batch
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, D_s) student, (B, D_t) rotated target -> (total loss, {"<term>@<d>": detached value} for logging).
+
+        The logged values stay tensors on the device: reading them is the caller's (one) sync.
+        """
         total = student.new_zeros(())
-        logs: dict[str, float] = {}
+        logs: dict[str, torch.Tensor] = {}
         for d, w_d in zip(self.dims, self.dim_weights):
             prefix = student[:, :d]  # (B, d)
             for name, term in self.terms.items():
@@ -44,12 +48,12 @@ class NestedLoss(nn.Module):
                     continue
                 value = term(prefix, target)
                 total = total + w_d * weight * value
-                logs[f"{name}@{d}"] = float(value.detach())
+                logs[f"{name}@{d}"] = value.detach()
             for name, term in self.extra_terms.items():
                 value = term(prefix, d, **batch)
                 if value is not None:
                     total = total + w_d * value
-                    logs[f"{name}@{d}"] = float(value.detach())
+                    logs[f"{name}@{d}"] = value.detach()
         return total, logs
 
     def get_config_dict(self) -> dict:

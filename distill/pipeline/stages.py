@@ -1,0 +1,321 @@
+"""The stages of a run, each a function that reads and writes the run folder.
+
+``prepare`` (teacher labels, split, PCA, token ids) -> ``train`` (student/) -> ``evaluate``
+(summary.json, report.html) -> ``export`` (student-st/). Each stage reads only what the stage before
+it wrote, so any stage reruns alone (``distill train RUN``, ``distill eval RUN``, ``distill export RUN``),
+and ``distill run`` skips a stage whose output is complete. Run folder::
+
+    config.json                  the run's options
+    data/targets.json, rows.npy  which target store holds the corpus's teacher vectors, and where each text is
+    data/vocab.json, vocab.rows.npy, vocab-items.json   the vocabulary targets the student starts from
+    data/split.npz               training and held-out text indices
+    data/tokens.ids.bin, tokens.offsets.npy   the student's token ids of every text (flat int32)
+    data/holdout.jsonl           the held-out texts, for evaluation
+    data/student.json, tokenizer.json   the student's shape and tokenizer
+    data/meta.json               written last: the stage is complete
+    pca.npz                      the rotation of the teacher space
+    metrics.jsonl, checkpoints/, train.json, student/, summary.json, report.html, student-st/
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.devices import distributed_state, run_device
+from distill.errors import DistillError
+from distill.io import save_json, save_text
+from distill.pipeline.corpus import Corpus
+from distill.pipeline.pca import PCARotation
+from distill.pipeline.targets import TargetKind, TargetView, VocabTargets, label, vocab_targets
+
+logger = logging.getLogger(__name__)
+PCA_SAMPLE = 200_000  # PCA is fitted on at most this many training targets (a seeded sample)
+CHUNK = 16_384  # texts per chunk when streaming over the corpus
+
+
+def data_dir(out: Path) -> Path:
+    return Path(out) / "data"
+
+
+def prepared(out: Path) -> bool:
+    return (data_dir(out) / "meta.json").is_file()
+
+
+def _student_dims(dims, teacher_dim: int) -> list[int]:
+    kept = sorted({d for d in dims if d <= teacher_dim})
+    if not kept:
+        raise DistillError(f"no prefix size in {list(dims)} fits the teacher's width {teacher_dim}")
+    if len(kept) < len(dims):
+        logger.warning("prefix sizes above the teacher's width %d dropped: %s", teacher_dim,
+                       [d for d in dims if d > teacher_dim])
+    return kept
+
+
+def _free(teacher) -> None:
+    """Drop the teacher before the student trains: on a GPU its weights and cache are memory the student needs."""
+    device = teacher.device
+    del teacher
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ---- prepare ---------------------------------------------------------------------------------------
+def _vocab(cfg, teacher, corpus: Corpus | None, data: Path, main: bool):
+    """Label the vocabulary (or, in char mode, the corpus's characters); returns (tokenizer, vocab targets)."""
+    from tokenizers import Tokenizer
+
+    if cfg.tokenizer == "char":
+        from collections import Counter
+
+        from distill.hierarchy.chars import char_tokenizer, frequent_chars
+
+        if cfg.student != "static":
+            raise DistillError("--tokenizer char needs --student static")
+        if corpus is None:
+            raise DistillError("--tokenizer char needs --corpus: the characters come from its texts")
+        counts: Counter = Counter()
+        for text in corpus:
+            counts.update(c for c in text if not c.isspace())
+        chars = frequent_chars(counts)
+        view = label(teacher, TargetKind.TEXT, cfg.targets_dir, chars, batch_size=256, progress=False)
+        ids, strings, input_embeddings = np.arange(1, len(chars) + 1, dtype=np.int64), chars, None
+        tokenizer = char_tokenizer(chars)
+        vocab = VocabTargets(ids, strings, view.pooled(), np.zeros((len(ids), 0), np.float32))
+    else:
+        view = label(teacher, TargetKind.VOCAB, cfg.targets_dir, batch_size=max(256, cfg.teacher_batch_size))
+        vocab = vocab_targets(view)
+        ids, strings, input_embeddings = vocab.ids, vocab.strings, str(view.store.folder / "input_embeddings.npy")
+        tokenizer = Tokenizer.from_str(teacher.tokenizer.backend_tokenizer.to_str())
+    if main:
+        view.save(data, "vocab")
+        save_json(data / "vocab-items.json", {"ids": ids.tolist(), "strings": strings,
+                                              "input_embeddings": input_embeddings}, indent=None)
+    return tokenizer, vocab
+
+
+def load_vocab(out: Path) -> VocabTargets:
+    data = data_dir(out)
+    items = json.loads((data / "vocab-items.json").read_text())
+    view = TargetView.load(data, "vocab")
+    emb = (np.load(items["input_embeddings"], mmap_mode="r") if items["input_embeddings"]
+           else np.zeros((len(items["ids"]), 0), np.float32))
+    return VocabTargets(np.asarray(items["ids"], np.int64), items["strings"], view.pooled(), emb)
+
+
+def prepare(cfg) -> None:
+    """Stage 1: label the vocabulary and the corpus (cached per text), split, fit the PCA, write token ids.
+
+    Every rank labels its share; the main process writes ``data/``.
+    """
+    from distill.pipeline.data import TokenWriter
+    from distill.students import StudentConfig, build_student
+    from distill.teachers import load_teacher
+
+    t0 = time.perf_counter()
+    state = distributed_state(cfg.device)
+    out = Path(cfg.out)
+    data = data_dir(out)
+    corpus = Corpus(cfg.corpus, text_column=cfg.text_column, limit=cfg.limit) if cfg.corpus else None
+    main = state.is_main_process
+    if main:
+        data.mkdir(parents=True, exist_ok=True)
+    teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), pooling=cfg.pooling, layer=cfg.layer,
+                           max_length=cfg.max_length)
+    dims = _student_dims(cfg.dims, teacher.dim)
+    logger.info("teacher %s (%s, %d dims, %s on %s); student %s with dims %s; world size %d", teacher.source.name,
+                teacher.kind.value, teacher.dim, teacher.dtype, teacher.device, cfg.student, dims,
+                state.num_processes)
+    tokenizer, vocab = _vocab(cfg, teacher, corpus, data, main)
+    kind = TargetKind.TOKEN if cfg.student == "transformer" and cfg.token_targets else TargetKind.TEXT
+    view = None
+    if corpus is not None:
+        view = label(teacher, kind, cfg.targets_dir, corpus, batch_size=cfg.teacher_batch_size)
+    special = teacher.tokenizer
+    config = StudentConfig(kind=cfg.student, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+                           dim=dims[-1], dims=dims, teacher=teacher.identity(), width=cfg.width,
+                           n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_length=teacher.max_length,
+                           pad_id=special.pad_token_id or 0, cls_id=special.cls_token_id, sep_id=special.sep_token_id)
+    seconds_labeling = time.perf_counter() - t0
+    _free(teacher)
+    if not main:
+        state.wait_for_everyone()
+        return
+    n = len(view) if view is not None else 0
+    n_held = min(1000, n // 10) if cfg.holdout is None else cfg.holdout
+    if n and n - n_held < max(n_held, 2):
+        raise DistillError(f"the corpus has {n} texts: too few to train on after a holdout of {n_held} "
+                           "(lower --holdout)")
+    order = np.random.default_rng(cfg.train.seed).permutation(n)
+    held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
+    np.savez(data / "split.npz", train=train, held=held)
+    t1 = time.perf_counter()
+    if view is not None:
+        sample = train if len(train) <= PCA_SAMPLE else np.sort(
+            np.random.default_rng(cfg.train.seed).choice(train, PCA_SAMPLE, replace=False))
+        pca = PCARotation.fit(view.pooled(sample), center=cfg.pca_center, whiten=cfg.whiten)
+        view.save(data, "targets")
+    else:
+        pca = PCARotation.fit(vocab.pooled, center=cfg.pca_center, whiten=cfg.whiten)
+    pca.save(out / "pca.npz")
+    seconds_pca = time.perf_counter() - t1
+
+    # token ids of every text: the teacher's own (token targets are aligned to them) or the student tokenizer's
+    t2 = time.perf_counter()
+    writer = TokenWriter(data)
+    held_texts = []
+    if corpus is not None:
+        held_set = set(held.tolist())
+        student = build_student(config, tokenizer) if kind is TargetKind.TEXT else None
+        position = 0
+        for chunk in corpus.chunks(CHUNK):
+            if student is not None:
+                writer.add(student.tokenize(chunk))
+            else:
+                ids, _ = view.token_slices(np.arange(position, position + len(chunk)))
+                writer.add(ids)
+            held_texts += [t for k, t in enumerate(chunk, start=position) if k in held_set]
+            position += len(chunk)
+        if position != n:
+            raise DistillError(f"the corpus changed while being read ({position} texts, {n} labeled)")
+    writer.close()
+    save_text(data / "holdout.jsonl", "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in held_texts))
+    save_json(data / "student.json", asdict(config))
+    save_text(data / "tokenizer.json", tokenizer.to_str())
+    seconds_tokens = time.perf_counter() - t2
+    save_json(data / "meta.json", {"texts": n, "train": len(train), "held": len(held), "kind": kind.value,
+                                   "n_empty": corpus.n_empty if corpus is not None else 0,
+                                   "n_truncated": view.n_truncated if view is not None else 0,
+                                   "seconds": {"labeling": seconds_labeling, "pca": seconds_pca,
+                                               "tokens": seconds_tokens}})
+    state.wait_for_everyone()
+
+
+def read_meta(out: Path) -> dict:
+    if not prepared(out):
+        raise DistillError(f"{out} has no prepared data (data/meta.json); run `distill run --out {out}` "
+                           "(it labels and prepares before training)")
+    return json.loads((data_dir(out) / "meta.json").read_text())
+
+
+def student_ready(out: Path) -> bool:
+    from distill.students.base import CONFIG_NAME
+
+    return (Path(out) / "student" / CONFIG_NAME).is_file()
+
+
+# ---- train -----------------------------------------------------------------------------------------
+def train(cfg, resume: bool = False) -> dict:
+    """Stage 2: build and initialise the student from ``data/``, train it, write ``student/`` and ``train.json``."""
+    from tokenizers import Tokenizer
+
+    from distill.hierarchy.session import start_hierarchy
+    from distill.pipeline.data import TokenArrays, TrainSet
+    from distill.pipeline.init import init_static, init_transformer
+    from distill.pipeline.train import Trainer
+    from distill.students import StudentConfig, build_student
+
+    state = distributed_state(cfg.device)
+    out = Path(cfg.out)
+    data = data_dir(out)
+    meta = read_meta(out)
+    config = StudentConfig(**json.loads((data / "student.json").read_text()))
+    tokenizer = Tokenizer.from_str((data / "tokenizer.json").read_text())
+    torch.manual_seed(cfg.train.seed)  # the same seed gives the same initial weights, whatever ran before
+    student = build_student(config, tokenizer)
+    vocab = load_vocab(out)
+    pca = PCARotation.load(out / "pca.npz")
+    split = np.load(data / "split.npz")
+    train_idx = split["train"]
+    tokens = TokenArrays(data)
+    view = TargetView.load(data, "targets") if meta["texts"] else None
+    init_static(student, vocab.ids, vocab.pooled, pca, tokens=tokens if view is not None else None,
+                rows=train_idx, targets=view)
+    if cfg.student == "transformer":
+        if view is None:
+            raise DistillError("a transformer student needs texts to learn from: pass --corpus")
+        init_transformer(student, vocab.input_embeddings, vocab.ids)
+    counts = tokens.token_counts(train_idx, config.vocab_size) if view is not None else None
+    hierarchy = start_hierarchy(cfg.hierarchy, student, vocab, counts, pca, cfg.train.seed)
+    result: dict = {"steps": 0}
+    if view is not None:
+        dataset = TrainSet(tokens, view, train_idx, static=cfg.student == "static",
+                           token_targets=meta["kind"] == TargetKind.TOKEN.value, pad_id=config.pad_id)
+        trainer = Trainer(student, dataset, cfg.train, out, pca, device=cfg.device,
+                          extra_terms=hierarchy.terms if hierarchy else None)
+        result = trainer.fit(resume=resume)
+    if state.is_main_process:
+        if hierarchy is not None:  # groups.json: the groups and their typical tokens
+            result["hierarchy"] = hierarchy.finish(out, student)
+        save_json(out / "train.json", result)
+        student.cpu().save(out / "student")
+    state.wait_for_everyone()
+    return result
+
+
+# ---- evaluate and export -----------------------------------------------------------------------------
+def evaluate(cfg) -> dict:
+    """Stage 3: held-out agreement with the teacher (and STS with ``--sts``) -> ``summary.json``, then the report."""
+    from distill.pipeline.evaluate import agreement, read_pairs, sts_scores
+    from distill.students import load_student
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    data = data_dir(out)
+    meta = read_meta(out)
+    student = load_student(out / "student")
+    dims = student.dims
+    train_info = json.loads((out / "train.json").read_text()) if (out / "train.json").is_file() else {}
+    summary: dict = {"teacher": student.config.teacher, "student": cfg.student, "dims": dims,
+                     "train_texts": meta["train"], "holdout_texts": meta["held"],
+                     "stage_seconds": {**meta["seconds"], "train": train_info.get("seconds", 0.0)}}
+    if train_info.get("steps"):
+        summary["train"] = {k: v for k, v in train_info.items() if k != "hierarchy"}
+    if "hierarchy" in train_info:
+        summary["hierarchy"] = train_info["hierarchy"]
+    if meta["held"] > 10:  # overlap@10 needs more than 10 held-out texts
+        held_texts = [json.loads(line) for line in (data / "holdout.jsonl").read_text().splitlines()]
+        view = TargetView.load(data, "targets")
+        x_teacher = view.pooled(np.load(data / "split.npz")["held"])
+        x_student = student.encode(held_texts)
+        rotated = PCARotation.load(out / "pca.npz").transform(x_teacher)
+        summary["holdout"] = {"student": agreement(x_student, x_teacher, dims),
+                              "teacher_rotated": agreement(rotated, x_teacher, dims),
+                              "teacher_truncated": agreement(x_teacher, x_teacher, dims)}
+    if cfg.sts:
+        from distill.teachers import load_teacher
+
+        pairs = read_pairs(cfg.sts)
+        teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), pooling=cfg.pooling, layer=cfg.layer,
+                               max_length=cfg.max_length)
+        summary["sts"] = {"student": sts_scores(student, pairs, dims), "teacher": sts_scores(teacher, pairs, dims)}
+        _free(teacher)
+    summary["stage_seconds"]["eval"] = time.perf_counter() - t0
+    summary["seconds"] = sum(summary["stage_seconds"].values())
+    save_json(out / "summary.json", summary)
+    try:
+        from distill.report import write_report
+
+        write_report(out)
+    except Exception as e:  # a broken report must not lose a finished run
+        logger.warning("could not write the report (rerun `distill plot %s`): %s", out, e)
+    return summary
+
+
+def export(cfg) -> None:
+    """Stage 4: the sentence-transformers folder of a static student (``student-st/``)."""
+    if cfg.student != "static":
+        return
+    from distill.students import load_student
+    from distill.students.export import export_sentence_transformers
+
+    export_sentence_transformers(load_student(Path(cfg.out) / "student"), Path(cfg.out) / "student-st")
+
