@@ -130,21 +130,26 @@ def prepare(cfg) -> None:
         data.mkdir(parents=True, exist_ok=True)
     teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), pooling=cfg.pooling, layer=cfg.layer,
                            max_length=cfg.max_length)
+    teacher.identity()  # the weights fingerprint, computed (or recalled) here and timed with the load
+    seconds = {"teacher": time.perf_counter() - t0}
     dims = _student_dims(cfg.dims, teacher.dim)
     logger.info("teacher %s (%s, %d dims, %s on %s); student %s with dims %s; world size %d", teacher.source.name,
                 teacher.kind.value, teacher.dim, teacher.dtype, teacher.device, cfg.student, dims,
                 state.num_processes)
+    t = time.perf_counter()
     tokenizer, vocab = _vocab(cfg, teacher, corpus, data, main)
+    seconds["vocab"] = time.perf_counter() - t
     kind = TargetKind.TOKEN if cfg.student == "transformer" and cfg.token_targets else TargetKind.TEXT
     view = None
+    t = time.perf_counter()
     if corpus is not None:
         view = label(teacher, kind, cfg.targets_dir, corpus, batch_size=cfg.teacher_batch_size)
+    seconds["labeling"] = time.perf_counter() - t
     special = teacher.tokenizer
     config = StudentConfig(kind=cfg.student, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
                            dim=dims[-1], dims=dims, teacher=teacher.identity(), width=cfg.width,
                            n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_length=teacher.max_length,
                            pad_id=special.pad_token_id or 0, cls_id=special.cls_token_id, sep_id=special.sep_token_id)
-    seconds_labeling = time.perf_counter() - t0
     _free(teacher)
     if not main:
         state.wait_for_everyone()
@@ -166,7 +171,7 @@ def prepare(cfg) -> None:
     else:
         pca = PCARotation.fit(vocab.pooled, center=cfg.pca_center, whiten=cfg.whiten)
     pca.save(out / "pca.npz")
-    seconds_pca = time.perf_counter() - t1
+    seconds["pca"] = time.perf_counter() - t1
 
     # token ids of every text: the teacher's own (token targets are aligned to them) or the student tokenizer's
     t2 = time.perf_counter()
@@ -190,12 +195,11 @@ def prepare(cfg) -> None:
     save_text(data / "holdout.jsonl", "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in held_texts))
     save_json(data / "student.json", asdict(config))
     save_text(data / "tokenizer.json", tokenizer.to_str())
-    seconds_tokens = time.perf_counter() - t2
+    seconds["tokens"] = time.perf_counter() - t2
     save_json(data / "meta.json", {"texts": n, "train": len(train), "held": len(held), "kind": kind.value,
                                    "n_empty": corpus.n_empty if corpus is not None else 0,
                                    "n_truncated": view.n_truncated if view is not None else 0,
-                                   "seconds": {"labeling": seconds_labeling, "pca": seconds_pca,
-                                               "tokens": seconds_tokens}})
+                                   "seconds": seconds})
     state.wait_for_everyone()
 
 

@@ -108,8 +108,12 @@ class KeyIndex:
             return shard, row
         left = np.searchsorted(self.hi, keys[:, 0], side="left")
         right = np.searchsorted(self.hi, keys[:, 0], side="right")
-        for i in np.flatnonzero(right > left):  # usually one candidate; a 64-bit prefix may repeat
-            for j in range(left[i], right[i]):
+        first = np.minimum(left, len(self.hi) - 1)
+        hit = (right > left) & (self.lo[first] == keys[:, 1])
+        shard[hit], row[hit] = self.shard[first[hit]], self.row[first[hit]]
+        # the same 64-bit first word with another second word (or the same text twice in the store)
+        for i in np.flatnonzero(~hit & (right - left > 1)):
+            for j in range(left[i] + 1, right[i]):
                 if self.lo[j] == keys[i, 1]:
                     shard[i], row[i] = self.shard[j], self.row[j]
                     break
