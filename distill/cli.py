@@ -118,11 +118,12 @@ app.command()(compare)
 
 def _register() -> None:
     from distill.hierarchy.cli import groups_command
-    from distill.pipeline.cli import embed, export, run_command
+    from distill.pipeline.cli import embed, export, run_command, train_command
     from distill.report.cli import eval_command, plot
     from distill.service.cli import serve
 
     app.command("run")(handle_errors(run_command))
+    app.command("train")(handle_errors(train_command))
     app.command()(handle_errors(export))
     app.command()(handle_errors(embed))
     app.command("eval")(handle_errors(eval_command))

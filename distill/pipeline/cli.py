@@ -19,22 +19,32 @@ logger = logging.getLogger("distill")
 def run_command(
     teacher: Annotated[str | None, typer.Option("--teacher", "-t", help="Alias, Hugging Face id or folder "
                                                 "(default: minilm, bundled).")] = None,
-    corpus: Annotated[Path | None, typer.Option(help="Training texts: .txt, .jsonl, .csv, .parquet. "
-                                                "Without one, the student is distilled from the vocabulary.")] = None,
+    corpus: Annotated[str | None, typer.Option(help="Training texts: .txt, .jsonl, .csv, .parquet, a saved "
+                                               "dataset folder or hf:DATASET_ID[:CONFIG][@SPLIT]. Without one, "
+                                               "the student is distilled from the vocabulary.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<teacher>-<student>-<time>).")] = None,
     student: Annotated[str | None, typer.Option(help="static | transformer.")] = None,
     dims: Annotated[str | None, typer.Option(help="Nested prefix sizes, e.g. 32,64,128,256.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Texts per training step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.", min=0)] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Texts per training step.", min=1)] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", min=0.0)] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N texts.")] = None,
-    holdout: Annotated[int | None, typer.Option(help="Texts kept out for evaluation.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N texts.", min=1)] = None,
+    holdout: Annotated[int | None, typer.Option(help="Texts kept out for evaluation.", min=0)] = None,
     sts: Annotated[Path | None, typer.Option(help="STS pairs file to score at the end.")] = None,
     text_column: Annotated[str | None, typer.Option(help="Text column of jsonl/csv/parquet corpora.")] = None,
     targets_dir: Annotated[Path | None, typer.Option(help="Teacher target cache (shared by runs).")] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: best available).")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.", min=1)] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... for labeling, training and "
+                                               "evaluation (default: best available).")] = None,
+    pooling: Annotated[str | None, typer.Option(help="Teacher pooling: mean | cls | last | max (default: the "
+                                                "teacher's own).")] = None,
+    layer: Annotated[int | None, typer.Option(help="Teacher hidden layer to distil (-1: the last).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Cut texts to this many teacher tokens.", min=2)] = None,
+    teacher_batch_size: Annotated[int | None, typer.Option(help="Texts per teacher forward pass (default 64; "
+                                                          "256-1024 on a GPU).", min=1)] = None,
+    teacher_dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16 (default: bfloat16 "
+                                                      "on CUDA, float32 elsewhere).")] = None,
     groups: Annotated[Path | None, typer.Option(help="YAML file of imposed token groups, each level tied to a "
                                                 "prefix size (see distill/hierarchy/groups.py).")] = None,
     emergent: Annotated[bool, typer.Option("--emergent", help="Cluster the teacher's token vectors into a "
@@ -49,8 +59,13 @@ def run_command(
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with the same options; "
                                                 "flags given on the command line win.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run in --out from its last checkpoint.")] = False,
+    until: Annotated[str, typer.Option(help="Stop after this stage: targets | train | eval | export.")] = "export",
 ) -> None:
-    """The main job: teacher -> targets -> PCA -> student -> train -> evaluate -> export."""
+    """The main job: teacher -> targets -> PCA -> student -> train -> evaluate -> export.
+
+    Each stage writes into the run folder and is skipped when its output there is complete; the stages
+    also run alone: `distill train RUN`, `distill eval RUN`, `distill export RUN`.
+    """
     import json
 
     import yaml
@@ -68,7 +83,9 @@ def run_command(
     flags = {"teacher": teacher, "corpus": str(corpus) if corpus else None, "student": student,
              "dims": tuple(parse_dims(dims)) if dims else None, "limit": limit, "holdout": holdout,
              "sts": str(sts) if sts else None, "text_column": text_column,
-             "targets_dir": str(targets_dir) if targets_dir else None, "device": device}
+             "targets_dir": str(targets_dir) if targets_dir else None, "device": device, "pooling": pooling,
+             "layer": layer, "max_length": max_length, "teacher_batch_size": teacher_batch_size,
+             "teacher_dtype": teacher_dtype}
     options.update({k: v for k, v in flags.items() if v is not None})
     if tokenizer is not None:
         options["tokenizer"] = tokenizer
@@ -87,11 +104,28 @@ def run_command(
     if not options.get("corpus"):
         options.setdefault("holdout", 0)
     cfg = RunConfig.from_dict({**options, "train": train})
-    summary = run(cfg, resume=resume)
+    summary = run(cfg, resume=resume, until=until)
     typer.echo(f"run folder: {out}")
     for section in ("holdout", "sts"):
         if section in summary:
             typer.echo(f"{section}: {json.dumps(summary[section]['student'])}")
+
+
+def train_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder prepared by `distill run --until targets`.")],
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+) -> None:
+    """Train the student of a prepared run folder (stage 2 of `distill run`) and write its student/."""
+    from distill.pipeline import stages
+    from distill.pipeline.run import load_config
+
+    cfg = load_config(run_dir)
+    if stages.student_ready(run_dir) and not resume:
+        raise DistillError(f"{run_dir} already holds a trained student/; delete it to train again")
+    if not resume and (run_dir / "checkpoints").is_dir():
+        raise DistillError(f"{run_dir} holds checkpoints of an earlier training; pass --resume to continue it")
+    result = stages.train(cfg, resume=resume)
+    typer.echo(f"trained {result.get('steps', 0)} steps; student in {run_dir / 'student'}")
 
 
 def export(
@@ -119,17 +153,20 @@ def embed(
     out: Annotated[Path, typer.Option(help="vecs.npy or vecs.parquet (text + embedding columns).")],
     dim: Annotated[int | None, typer.Option(help="Prefix size (default: full width).")] = None,
     text_column: Annotated[str, typer.Option(help="Text column of jsonl/csv/parquet corpora.")] = "text",
-    batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Texts per batch.", min=1)] = 1024,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... for contextual students (default: best "
+                                               "available; static students run on the CPU).")] = None,
 ) -> None:
     """Embed a corpus with a student into .npy or .parquet."""
     import numpy as np
 
+    from distill.devices import resolve_device
     from distill.pipeline.corpus import read_corpus
     from distill.students import load_student
 
     if out.suffix not in (".npy", ".parquet"):
         raise DistillError(f"--out must end in .npy or .parquet, got {out.name}")
-    student = load_student(model)
+    student = load_student(model, device=resolve_device(device))
     texts = read_corpus(corpus, text_column=text_column).texts
     vectors = student.encode(texts, dim=dim, batch_size=batch_size, progress=True)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ class RunConfig:
     layer: int = -1
     max_length: int | None = None
     teacher_batch_size: int = 64
+    teacher_dtype: str | None = None  # float32 | bfloat16 | float16; default bf16 on CUDA, fp32 elsewhere
     pca_center: bool = False
     whiten: bool = False
     width: int = 256  # transformer students

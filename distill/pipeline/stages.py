@@ -128,8 +128,8 @@ def prepare(cfg) -> None:
     main = state.is_main_process
     if main:
         data.mkdir(parents=True, exist_ok=True)
-    teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), pooling=cfg.pooling, layer=cfg.layer,
-                           max_length=cfg.max_length)
+    teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), dtype=cfg.teacher_dtype,
+                           pooling=cfg.pooling, layer=cfg.layer, max_length=cfg.max_length)
     teacher.identity()  # the weights fingerprint, computed (or recalled) here and timed with the load
     seconds = {"teacher": time.perf_counter() - t0}
     dims = _student_dims(cfg.dims, teacher.dim)
@@ -298,8 +298,8 @@ def evaluate(cfg) -> dict:
         from distill.teachers import load_teacher
 
         pairs = read_pairs(cfg.sts)
-        teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), pooling=cfg.pooling, layer=cfg.layer,
-                               max_length=cfg.max_length)
+        teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), dtype=cfg.teacher_dtype,
+                               pooling=cfg.pooling, layer=cfg.layer, max_length=cfg.max_length)
         summary["sts"] = {"student": sts_scores(student, pairs, dims), "teacher": sts_scores(teacher, pairs, dims)}
         _free(teacher)
     summary["stage_seconds"]["eval"] = time.perf_counter() - t0

@@ -50,9 +50,26 @@ def eval_command(
                                                                        "folder, cut to the same sizes.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the scores to this JSON file.")] = None,
 ) -> None:
-    """Score a model per prefix size: STS Spearman/Pearson, word-pair similarity, analogy accuracy."""
+    """Score a model per prefix size: STS Spearman/Pearson, word-pair similarity, analogy accuracy.
+
+    Given a run folder and no file to score, runs the run's evaluation stage instead: held-out agreement
+    with the teacher (and the run's --sts) into summary.json, and the report.
+    """
     from distill.index.models import load_model
     from distill.report.evaluation import evaluate_model
+
+    run_dir = Path(model)
+    if (run_dir / "config.json").is_file() and (run_dir / "data" / "meta.json").is_file() and not any(
+            (sts, word_pairs, analogies)):
+        from distill.pipeline import stages
+        from distill.pipeline.run import load_config
+
+        summary = stages.evaluate(load_config(run_dir))
+        for section in ("holdout", "sts"):
+            if section in summary:
+                typer.echo(f"{section}: {json.dumps(summary[section]['student'])}")
+        typer.echo(f"wrote {run_dir / 'summary.json'}")
+        return
 
     run_student = Path(model) / "student"
     spec = run_student if (run_student / "distill_student.json").is_file() else model

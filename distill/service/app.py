@@ -58,7 +58,12 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        model = student if student is not None else await run_in_threadpool(load_student, settings.model)
+        if student is not None:
+            model = student
+        else:
+            from distill.devices import resolve_device
+
+            model = await run_in_threadpool(load_student, settings.model, resolve_device(settings.device))
         embedder = Embedder(model, max_batch=settings.max_batch, max_batch_tokens=settings.max_batch_tokens)
         batcher = Batcher(embedder.core, max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000,
                           merge=settings.batching, on_batch=metrics.observe_batch)

@@ -31,6 +31,8 @@ def serve(
     max_body_bytes: Annotated[int | None, typer.Option(help="Request body size (default 16 MiB).")] = None,
     access_log: Annotated[bool | None, typer.Option("--access-log/--no-access-log",
                                                     help="Log every request (default on).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... for contextual students (default: "
+                                               "best available; static students run on the CPU).")] = None,
 ) -> None:
     """Serve a student behind an OpenAI-compatible API: /v1/embeddings (with `dimensions`), /v1/search,
     /health, /v1/models, /metrics.
@@ -47,7 +49,8 @@ def serve(
 
     flags = {"model": model, "index": index, "host": host, "port": port, "model_name": model_name,
              "batching": batching, "max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_inputs": max_inputs,
-             "max_input_chars": max_input_chars, "max_body_bytes": max_body_bytes, "access_log": access_log}
+             "max_input_chars": max_input_chars, "max_body_bytes": max_body_bytes, "access_log": access_log,
+             "device": device}
     try:
         settings = ServiceSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as e:
@@ -56,7 +59,9 @@ def serve(
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         raise DistillError(f"bad service settings: {problems}") from None
     # load and check here, so a wrong folder is a one-line error instead of a failed-startup traceback
-    student = load_student(settings.model)
+    from distill.devices import resolve_device
+
+    student = load_student(settings.model, device=resolve_device(settings.device))
     if settings.index is not None:
         from distill.index.models import model_identity
 

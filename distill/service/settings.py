@@ -22,6 +22,8 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="When set, /v1/* requires `Authorization: Bearer KEY`.")
     access_log: bool = True
+    device: str | None = Field(None, description="Where a contextual student runs: cpu, cuda, cuda:1 (default: "
+                               "the best available). Static students run on the CPU.")
 
     # dynamic batching: concurrent requests are merged into one forward pass
     batching: bool = Field(True, description="Merge concurrent requests; off: one request per forward pass.")

@@ -18,16 +18,22 @@ def build_student(config: StudentConfig, tokenizer) -> Student:
     return STUDENTS[config.kind](config, tokenizer)
 
 
-def load_student(folder: str | Path) -> Student:
+def load_student(folder: str | Path, device=None) -> Student:
     """Load a student folder (``distill_student.json`` + ``model.safetensors`` + ``tokenizer.json``).
 
     A run folder is accepted too: its ``student/`` subfolder is loaded.
+
+    :param device: where a contextual student runs (``"cuda"``, ``"cpu"``, a ``torch.device``; default
+        CPU). A static student always runs on the CPU: its inference is a table lookup in numpy,
+        faster there than a round trip to a GPU.
     """
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file() and (folder / "student" / CONFIG_NAME).is_file():
         folder = folder / "student"
     student = build_student(read_config(folder), load_tokenizer(folder))
     student.load_state_dict(load_weights(folder))
+    if device is not None and not isinstance(student, StaticStudent):
+        student = student.to(device)
     return student.eval()
 
 
