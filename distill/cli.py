@@ -63,7 +63,8 @@ def targets(
     layer: Annotated[int, typer.Option(help="Hidden layer to use (-1: last).")] = -1,
     max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens.")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per teacher forward pass.", min=1)] = 64,
-    shard_size: Annotated[int, typer.Option(help="Texts per shard (the unit of resumption).", min=1)] = 4096,
+    shard_size: Annotated[int | None, typer.Option(help="Texts per shard, the unit of resumption (default: "
+                                                   "4096; 1024 for token targets).", min=1)] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N texts.", min=1)] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: best available).")] = None,
     dtype: Annotated[str | None, typer.Option(help="Teacher dtype: float32, bfloat16, float16 "

@@ -84,3 +84,75 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---- reading rows without mapping files -------------------------------------------------------------
+_OPEN: dict[str, int] = {}  # path -> file descriptor, least recently used first
+_MAX_OPEN = 256
+
+
+def _fd(path: str) -> int:
+    fd = _OPEN.pop(path, None)
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY)
+        while len(_OPEN) >= _MAX_OPEN:
+            os.close(_OPEN.pop(next(iter(_OPEN))))
+    _OPEN[path] = fd  # most recently used last
+    return fd
+
+
+class RowFile:
+    """Rows of a ``.npy`` file (or a raw flat file), read with ``pread``.
+
+    A memory-mapped file counts in the process's resident memory for every page it has touched:
+    reading a run's targets through ``np.memmap`` once per epoch makes RSS grow with the corpus. The
+    pages read here go to the kernel's page cache instead, which the kernel reclaims, so a process's
+    memory stays at what it holds. Descriptors stay open (at most 256, least recently used closed).
+    """
+
+    def __init__(self, path: str | Path, dtype=None, shape: tuple[int, ...] | None = None):
+        self.path = str(path)
+        if dtype is None:  # a .npy file: read its header
+            with open(self.path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f)
+                if fortran:
+                    raise ValueError(f"{path}: Fortran-ordered arrays are not supported")
+                self.offset = f.tell()
+        else:
+            self.offset = 0
+        self.dtype, self.shape = np.dtype(dtype), tuple(shape)
+        self.row_items = int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+        self.row_bytes = self.row_items * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as an array of their own."""
+        n = max(0, int(stop) - int(start))
+        data = os.pread(_fd(self.path), n * self.row_bytes, self.offset + int(start) * self.row_bytes)
+        return np.frombuffer(data, dtype=self.dtype).reshape((n, *self.shape[1:]))
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (any order); each maximal run of consecutive rows is one read."""
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+        if not len(idx):
+            return out
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        breaks = np.flatnonzero(np.diff(sorted_idx) != 1) + 1
+        for run in np.split(np.arange(len(idx)), breaks):
+            block = self.rows(sorted_idx[run[0]], sorted_idx[run[-1]] + 1)
+            out[order[run]] = block
+        return out
+
+    def read(self) -> np.ndarray:
+        return self.rows(0, len(self))
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.read()
+        return a.astype(dtype) if dtype is not None else a

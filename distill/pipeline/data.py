@@ -1,7 +1,7 @@
 """The training data of a run, streamed from disk: token ids, targets, batches.
 
 Nothing here grows with the corpus in memory: token ids are one flat int32 file with int64 offsets
-(memory-mapped), targets are read from the target store's memory-mapped shards batch by batch
+(read with ``pread``), targets are read from the target store's shards batch by batch
 (:class:`~distill.pipeline.targets.TargetView`), and the PCA rotation is applied on the device,
 per batch, by the trainer.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.io import save_npy
+from distill.io import RowFile, save_npy
 from distill.pipeline.targets import TargetView
 
 
@@ -45,20 +45,18 @@ class TokenWriter:
 
 
 class TokenArrays:
-    """Memory-mapped token ids of every text of a run: ``seq(i)`` is text i's ids."""
+    """Token ids of every text of a run, read from disk on demand: ``seq(i)`` is text i's ids."""
 
     def __init__(self, folder: str | Path, stem: str = "tokens"):
         folder = Path(folder)
-        self.offsets = np.load(folder / f"{stem}.offsets.npy")
-        size = int(self.offsets[-1])
-        self.ids = (np.memmap(folder / f"{stem}.ids.bin", dtype=np.int32, mode="r", shape=(size,)) if size
-                    else np.empty(0, np.int32))
+        self.offsets = np.load(folder / f"{stem}.offsets.npy")  # (N + 1,) int64, in memory
+        self.ids = RowFile(folder / f"{stem}.ids.bin", np.int32, (int(self.offsets[-1]),))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def seq(self, i: int) -> np.ndarray:
-        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+        return self.ids.rows(self.offsets[i], self.offsets[i + 1])
 
     def lengths(self, idx: np.ndarray | None = None) -> np.ndarray:
         lengths = np.diff(self.offsets)

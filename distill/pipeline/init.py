@@ -25,7 +25,7 @@ def sif_log_weights(counts: np.ndarray, a: float = 1e-3) -> np.ndarray:
 
 def init_static(student: StaticStudent | TransformerStudent, vocab_ids: np.ndarray, vocab_targets: np.ndarray,
                 pca: PCARotation, tokens: TokenArrays | None = None, rows: np.ndarray | None = None,
-                targets: TargetView | None = None, ridge: float = 1e-3, chunk: int = 65536) -> None:
+                targets: TargetView | None = None, ridge: float = 1e-3, chunk: int = 16384) -> None:
     """Token table = the teacher's vocab targets, PCA-rotated and cut to the student's width.
 
     Used for static students and for the static part of transformer students.

@@ -22,10 +22,20 @@ class PCARotation:
         Uncentered by default: the rotation then preserves every cosine of the teacher at full width,
         and the leading columns keep the largest share of each vector's norm (what a prefix needs).
         """
-        x = np.asarray(x, dtype=np.float64)
-        mean = x.mean(0) if center else np.zeros(x.shape[1])
-        xc = x - mean
-        moment = xc.T @ xc / max(len(x), 1)  # (D_t, D_t)
+        return cls.fit_chunks([x], center=center, whiten=whiten)
+
+    @classmethod
+    def fit_chunks(cls, chunks, center: bool = False, whiten: bool = False) -> PCARotation:
+        """:meth:`fit` on the rows of several (n_i, D_t) chunks, summed one chunk at a time (memory: one chunk)."""
+        n, total, outer = 0, None, None
+        for x in chunks:
+            x = np.asarray(x, dtype=np.float64)
+            if total is None:
+                total, outer = np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
+            n, total, outer = n + len(x), total + x.sum(0), outer + x.T @ x
+        n = max(n, 1)
+        mean = total / n if center else np.zeros(len(total))
+        moment = outer / n - np.outer(mean, mean)  # (D_t, D_t): E[(x - m)(x - m)^T]
         eigval, eigvec = np.linalg.eigh(moment)
         order = np.argsort(eigval)[::-1]
         eigvec = eigvec[:, order]

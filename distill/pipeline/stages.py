@@ -106,7 +106,7 @@ def load_vocab(out: Path) -> VocabTargets:
     data = data_dir(out)
     items = json.loads((data / "vocab-items.json").read_text())
     view = TargetView.load(data, "vocab")
-    emb = (np.load(items["input_embeddings"], mmap_mode="r") if items["input_embeddings"]
+    emb = (np.load(items["input_embeddings"]) if items["input_embeddings"]
            else np.zeros((len(items["ids"]), 0), np.float32))
     return VocabTargets(np.asarray(items["ids"], np.int64), items["strings"], view.pooled(), emb)
 
@@ -166,7 +166,8 @@ def prepare(cfg) -> None:
     if view is not None:
         sample = train if len(train) <= PCA_SAMPLE else np.sort(
             np.random.default_rng(cfg.train.seed).choice(train, PCA_SAMPLE, replace=False))
-        pca = PCARotation.fit(view.pooled(sample), center=cfg.pca_center, whiten=cfg.whiten)
+        pca = PCARotation.fit_chunks((view.pooled(sample[i:i + CHUNK]) for i in range(0, len(sample), CHUNK)),
+                                     center=cfg.pca_center, whiten=cfg.whiten)
         view.save(data, "targets")
     else:
         pca = PCARotation.fit(vocab.pooled, center=cfg.pca_center, whiten=cfg.whiten)

@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from distill.errors import DistillError
-from distill.io import save_json, save_npy, sha256_file
+from distill.io import RowFile, save_json, save_npy, sha256_file
 from distill.teachers.teacher import Teacher
 
 logger = logging.getLogger(__name__)
@@ -123,12 +123,13 @@ class KeyIndex:
 # ---- the store -----------------------------------------------------------------------------------
 @dataclass
 class ShardFiles:
-    """Memory-mapped arrays of one committed shard (opened on first use)."""
+    """The arrays of one committed shard, read row by row with ``pread`` (see :class:`~distill.io.RowFile`);
+    only the offsets are held in memory."""
 
-    pooled: np.ndarray
-    tokens: np.ndarray | None = None
-    offsets: np.ndarray | None = None
-    ids: np.ndarray | None = None
+    pooled: RowFile  # (n, D) float32
+    tokens: RowFile | None = None  # (sum of lengths, D) float16
+    offsets: np.ndarray | None = None  # (n + 1,) int64
+    ids: RowFile | None = None  # (sum of lengths,) int32
 
 
 class TargetStore:
@@ -208,14 +209,14 @@ class TargetStore:
 
     def files(self, name: str) -> ShardFiles:
         if name not in self._open:
-            def load(part: str):
-                return np.load(self.folder / f"{name}.{part}.npy", mmap_mode="r")
+            def part(p: str) -> RowFile:
+                return RowFile(self.folder / f"{name}.{p}.npy")
 
             if self.kind is TargetKind.TOKEN:
-                self._open[name] = ShardFiles(load("pooled"), load("tokens"), np.asarray(load("offsets")),
-                                              load("ids"))
+                offsets = np.load(self.folder / f"{name}.offsets.npy")
+                self._open[name] = ShardFiles(part("pooled"), part("tokens"), offsets, part("ids"))
             else:
-                self._open[name] = ShardFiles(load("pooled"))
+                self._open[name] = ShardFiles(part("pooled"))
         return self._open[name]
 
     def write_shard(self, name: str, keys: np.ndarray, pooled: np.ndarray, n_truncated: int = 0,
@@ -238,7 +239,8 @@ class TargetStore:
 class TargetView:
     """The targets of one corpus, in corpus order, read from a store's memory-mapped shards on demand.
 
-    Nothing is concatenated: ``pooled(idx)`` and ``tokens(idx)`` gather just the rows asked for.
+    Nothing is concatenated or memory-mapped: ``pooled(idx)`` and ``token_slices(idx)`` read just the
+    rows asked for, so a process's memory does not grow with the corpus however often it reads.
     """
 
     store: TargetStore
@@ -274,7 +276,7 @@ class TargetView:
         idx = np.arange(len(self)) if idx is None else np.asarray(idx, dtype=np.int64)
         out = np.empty((len(idx), self.dim), dtype=np.float32)
         for pos, name, rows in self._groups(idx):
-            out[pos] = self.store.files(name).pooled[rows]
+            out[pos] = self.store.files(name).pooled.take(rows)
         return out
 
     def lengths(self) -> np.ndarray:
@@ -295,7 +297,7 @@ class TargetView:
             f = self.store.files(name)
             for p, r in zip(pos, rows):
                 a, b = f.offsets[r], f.offsets[r + 1]
-                ids[p], states[p] = f.ids[a:b], f.tokens[a:b]
+                ids[p], states[p] = f.ids.rows(a, b), f.tokens.rows(a, b)
         return ids, states
 
     def save(self, folder: str | Path, name: str = "targets") -> None:
@@ -345,16 +347,19 @@ def _label_shard(teacher: Teacher, store: TargetStore, name: str, keys: np.ndarr
 
 
 def label(teacher: Teacher, kind: TargetKind | str, root: str | Path, texts: Iterable[str] | None = None,
-          shard_size: int = 4096, batch_size: int = 64, progress: bool = True) -> TargetView:
+          shard_size: int | None = None, batch_size: int = 64, progress: bool = True) -> TargetView:
     """Make sure the store of (``teacher``, ``kind``) under ``root`` holds every text; return their view.
 
     :param texts: a re-iterable sequence of texts (a list or a :class:`~distill.pipeline.corpus.Corpus`):
         it is read twice, once to hash, once to label what is missing. Ignored for ``vocab``.
+    :param shard_size: texts per shard, the unit of resumption (default 4096; 1024 for token targets,
+        whose shard is held in memory while it is labeled: ~T x D x 2 bytes a text).
     :raises DistillError: no texts, or shards still missing after labeling.
     """
     from distill.devices import distributed_state
 
     kind = TargetKind(kind)
+    shard_size = shard_size or (1024 if kind is TargetKind.TOKEN else 4096)
     root = Path(root)
     state = distributed_state()
     store = TargetStore(root, teacher.identity(), kind, teacher.dim)
@@ -458,7 +463,7 @@ class VocabTargets:
 def vocab_targets(view: TargetView) -> VocabTargets:
     info = json.loads((view.store.folder / "vocab.json").read_text())
     return VocabTargets(np.asarray(info["ids"], np.int64), info["strings"], view.pooled(),
-                        np.load(view.store.folder / "input_embeddings.npy", mmap_mode="r"))
+                        np.load(view.store.folder / "input_embeddings.npy"))
 
 
 def label_vocab(teacher: Teacher, root: str | Path, batch_size: int = 256, progress: bool = True) -> VocabTargets:
