@@ -82,3 +82,65 @@ def test_missing_file(tmp_path):
         read_corpus(tmp_path / "nope.txt")
     with pytest.raises(CorpusError, match="does not exist"):
         read_corpus(tmp_path)  # a folder is not a corpus file
+
+
+def test_limit_is_applied_while_reading(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"one\ntwo\nthree\n\xff\xfe broken later\n")
+    assert read_corpus(path, limit=3).texts == ["one", "two", "three"]  # never reaches the bad line
+    with pytest.raises(CorpusError, match=r"not UTF-8 \(byte 14, line 4\)"):
+        read_corpus(path)
+
+
+def test_only_newlines_split_texts(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("a\x0cb\u2028c\r\nsecond\x1cline\n", encoding="utf-8")
+    assert read_corpus(path).texts == ["a\x0cb\u2028c", "second\x1cline"]
+
+
+def test_a_corpus_is_read_lazily_and_again(tmp_path):
+    from distill.pipeline.corpus import Corpus
+
+    path = tmp_path / "c.txt"
+    path.write_text("".join(f"text {i}\n" for i in range(10)), encoding="utf-8")
+    corpus = Corpus(str(path), limit=7)
+    first = iter(corpus)
+    assert next(first) == "text 0"  # nothing else was read yet
+    assert list(corpus) == [f"text {i}" for i in range(7)] == list(corpus)
+    assert [len(c) for c in corpus.chunks(3)] == [3, 3, 1]
+    with pytest.raises(CorpusError, match="--limit must be a positive number"):
+        Corpus(str(path), limit=0)
+
+
+def test_a_saved_dataset_folder_is_a_corpus(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from distill.pipeline.corpus import Corpus
+
+    Dataset.from_dict({"body": ["alpha", "", "beta", "gamma"], "n": [1, 2, 3, 4]}).save_to_disk(tmp_path / "ds")
+    corpus = Corpus(str(tmp_path / "ds"), text_column="body")
+    assert list(corpus) == ["alpha", "beta", "gamma"] and corpus.n_empty == 1
+    with pytest.raises(CorpusError, match=r"no column 'text' \(it has: body, n\)"):
+        list(Corpus(str(tmp_path / "ds")))
+    DatasetDict({"train": Dataset.from_dict({"text": ["t1", "t2"]}),
+                 "test": Dataset.from_dict({"text": ["x"]})}).save_to_disk(tmp_path / "dd")
+    assert list(Corpus(str(tmp_path / "dd"))) == ["t1", "t2"]
+    assert list(Corpus(str(tmp_path / "dd"), split="test")) == ["x"]
+    with pytest.raises(CorpusError, match=r"no split 'dev' \(it has: train, test\)"):
+        list(Corpus(str(tmp_path / "dd"), split="dev"))
+
+
+def test_an_unreachable_hub_dataset_fails_fast_with_what_to_pass(tmp_path, monkeypatch):
+    import time
+
+    from distill.pipeline.corpus import Corpus, parse_hub_spec
+
+    assert parse_hub_spec("hf:wikitext:wikitext-2-raw-v1@validation") == ("wikitext", "wikitext-2-raw-v1",
+                                                                          "validation")
+    assert parse_hub_spec("hf:org/name") == ("org/name", None, "train")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    t0 = time.perf_counter()
+    with pytest.raises(CorpusError, match="not in the local datasets cache and the hub cannot be reached; pass a "
+                                          "local file"):
+        list(Corpus("hf:no-such-org/no-such-dataset"))
+    assert time.perf_counter() - t0 < 10

@@ -1,0 +1,169 @@
+"""The stages of a run hand off through the run folder; the data path streams from the target store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from distill.cli import app
+from distill.pipeline.run import RunConfig, run
+from distill.pipeline.train import TrainConfig
+from distill.teachers.teacher import Teacher
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _args(teacher_dir, corpus, tmp_path, out: str, *extra: str) -> list[str]:
+    return ["run", "--teacher", str(teacher_dir), "--corpus", str(corpus), "--out", str(tmp_path / out),
+            "--holdout", "20", "--dims", "8,16,32", "--epochs", "2", "--batch-size", "16",
+            "--targets-dir", str(tmp_path / "targets"), "--device", "cpu", *extra]
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "student" / "model.safetensors"))
+
+
+def test_stages_run_alone_give_what_one_run_gives(tmp_path, tiny_bert_dir, tiny_corpus):
+    runner = CliRunner()
+    whole = runner.invoke(app, _args(tiny_bert_dir, tiny_corpus, tmp_path, "whole"))
+    assert whole.exit_code == 0, whole.output
+
+    staged = tmp_path / "staged"
+    first = runner.invoke(app, _args(tiny_bert_dir, tiny_corpus, tmp_path, "staged", "--until", "targets"))
+    assert first.exit_code == 0, first.output
+    data = staged / "data"
+    assert {p.name for p in data.iterdir()} >= {"meta.json", "targets.json", "targets.rows.npy", "vocab.json",
+                                                "split.npz", "tokens.ids.bin", "tokens.offsets.npy",
+                                                "holdout.jsonl", "student.json", "tokenizer.json"}
+    assert not (staged / "student").exists() and (staged / "pca.npz").is_file()
+    meta = json.loads((data / "meta.json").read_text())
+    assert (meta["texts"], meta["train"], meta["held"]) == (200, 180, 20)
+
+    trained = runner.invoke(app, ["train", str(staged)])
+    assert trained.exit_code == 0, trained.output
+    assert "trained 24 steps" in trained.output  # 180 texts / 16 a step, 2 epochs
+    again = runner.invoke(app, ["train", str(staged)])
+    assert again.exit_code == 2 and "already holds a trained student" in again.output
+    evaluated = runner.invoke(app, ["eval", str(staged)])
+    assert evaluated.exit_code == 0, evaluated.output
+    summary = json.loads((staged / "summary.json").read_text())
+    assert set(summary["holdout"]["student"]) == {"8", "16", "32"}
+    assert summary["train"]["steps"] == 24
+    # the rotated teacher's own prefixes beside the raw cut: rotation keeps the full width exact
+    assert summary["holdout"]["teacher_rotated"]["32"]["overlap@10"] == pytest.approx(1.0)
+    exported = runner.invoke(app, ["export", str(staged), "--out", str(tmp_path / "st")])
+    assert exported.exit_code == 0 and (tmp_path / "st" / "modules.json").is_file()
+
+    a, b = _weights(tmp_path / "whole"), _weights(staged)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+    # a finished run is skipped stage by stage under --resume: nothing is labeled or trained again
+    resumed = runner.invoke(app, _args(tiny_bert_dir, tiny_corpus, tmp_path, "whole", "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    assert all(np.array_equal(a[k], v) for k, v in _weights(tmp_path / "whole").items())
+
+
+def test_a_grown_corpus_labels_only_its_new_texts(tmp_path, tiny_bert_dir, tiny_texts, monkeypatch):
+    labeled: list[int] = []
+    original = Teacher.forward
+
+    def counting(self, seqs, **kwargs):
+        labeled.append(len(seqs))
+        return original(self, seqs, **kwargs)
+
+    monkeypatch.setattr(Teacher, "forward", counting)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(tiny_texts[:150]) + "\n", encoding="utf-8")
+
+    def cfg(out: str, limit: int | None = None) -> RunConfig:
+        return RunConfig(out=str(tmp_path / out), teacher=str(tiny_bert_dir), corpus=str(corpus), limit=limit,
+                         holdout=10, dims=(8, 32), targets_dir=str(tmp_path / "targets"), device="cpu",
+                         train=TrainConfig(epochs=1, batch_size=32))
+
+    run(cfg("a"))
+    vocab_size = 159
+    assert sum(labeled) == vocab_size + 150
+    labeled.clear()
+    run(cfg("b", limit=100))  # a smaller --limit labels nothing
+    assert labeled == []
+    with open(corpus, "a", encoding="utf-8") as f:
+        f.write("\n".join(tiny_texts[150:153]) + "\n")
+    run(cfg("c"))
+    assert sum(labeled) == 3  # the three new texts only
+
+
+def test_training_batches_come_rotated_from_the_store(tmp_path, tiny_bert_dir, tiny_corpus):
+    from distill.pipeline.data import TokenArrays, TrainSet
+    from distill.pipeline.pca import PCARotation
+    from distill.pipeline.targets import TargetView
+
+    cfg = RunConfig(out=str(tmp_path / "r"), teacher=str(tiny_bert_dir), corpus=str(tiny_corpus), holdout=20,
+                    dims=(8, 32), targets_dir=str(tmp_path / "targets"), student="transformer", width=32,
+                    n_heads=2, train=TrainConfig(epochs=1, batch_size=16))
+    run(cfg, until="targets")
+    data = tmp_path / "r" / "data"
+    view, tokens = TargetView.load(data), TokenArrays(data)
+    train_rows = np.load(data / "split.npz")["train"]
+    dataset = TrainSet(tokens, view, train_rows, static=False, token_targets=True)
+    batch = dataset.__getitems__([3, 0, 7])
+    rows = train_rows[[3, 0, 7]]
+    np.testing.assert_array_equal(batch["target"].numpy(), view.pooled(rows))
+    ids, states = view.token_slices(rows)
+    for r in range(3):  # the teacher's own token ids, padded, with their contextual states aligned
+        n = len(ids[r])
+        assert batch["mask"][r].sum() == n
+        np.testing.assert_array_equal(batch["ids"][r, :n].numpy(), ids[r])
+        np.testing.assert_array_equal(batch["token_target"][r, :n].numpy(), states[r])
+        assert not batch["token_target"][r, n:].any()
+    # the trainer's on-device rotation is the PCA of the run
+    from distill.pipeline.train import Trainer
+    from distill.students import StudentConfig, build_student
+
+    pca = PCARotation.load(tmp_path / "r" / "pca.npz")
+    config = StudentConfig(**json.loads((data / "student.json").read_text()))
+    from tokenizers import Tokenizer
+
+    student = build_student(config, Tokenizer.from_str((data / "tokenizer.json").read_text()))
+    trainer = Trainer(student, dataset, cfg.train, tmp_path / "r", pca, device="cpu")
+    rotated = trainer._rotate(batch["target"]).numpy()
+    np.testing.assert_allclose(rotated, pca.transform(view.pooled(rows)), atol=1e-5)
+    assert trainer.accelerator.device == torch.device("cpu")
+
+
+def test_an_error_on_one_rank_stops_every_rank(tmp_path, tiny_bert_dir, tiny_corpus):
+    import socket
+
+    wrapper = tmp_path / "rank1_fails.py"
+    wrapper.write_text(
+        "import os\n"
+        "import distill.pipeline.stages as stages\n"
+        "from distill.errors import DistillError\n"
+        "original = stages.train\n"
+        "def train(*args, **kwargs):\n"
+        "    if os.environ.get('RANK') == '1':\n"
+        "        raise DistillError('rank 1 cannot go on')\n"
+        "    return original(*args, **kwargs)\n"
+        "stages.train = train\n"
+        "from distill.cli import main\n"
+        "main()\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           str(wrapper), *_args(tiny_bert_dir, tiny_corpus, tmp_path, "fails")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert "rank 1 cannot go on" in done.stderr
+    assert not (tmp_path / "fails" / "student").exists()
