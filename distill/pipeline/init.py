@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import torch
 
+from distill.memory import trim_heap
 from distill.pipeline.data import TokenArrays
 from distill.pipeline.pca import PCARotation
 from distill.pipeline.targets import TargetView
@@ -62,6 +63,7 @@ def init_static(student: StaticStudent | TransformerStudent, vocab_ids: np.ndarr
         xx += x.T @ x
         xy += x.T @ y
         sq_x, sq_y, cross = sq_x + np.sum(x * x), sq_y + np.sum(y * y), cross + np.sum(x * y)
+        trim_heap()
     n = len(rows)
     gram = xx + ridge * np.eye(D) * np.trace(xx) / D
     linear = np.linalg.solve(gram, xy)  # (D, D)

@@ -32,6 +32,7 @@ import torch
 from distill.devices import distributed_state, run_device
 from distill.errors import DistillError
 from distill.io import save_json, save_text
+from distill.memory import trim_heap
 from distill.pipeline.corpus import Corpus
 from distill.pipeline.pca import PCARotation
 from distill.pipeline.targets import TargetKind, TargetView, VocabTargets, label, vocab_targets
@@ -190,6 +191,7 @@ def prepare(cfg) -> None:
                 writer.add(ids)
             held_texts += [t for k, t in enumerate(chunk, start=position) if k in held_set]
             position += len(chunk)
+            trim_heap()
         if position != n:
             raise DistillError(f"the corpus changed while being read ({position} texts, {n} labeled)")
     writer.close()
@@ -261,9 +263,27 @@ def train(cfg, resume: bool = False) -> dict:
         if hierarchy is not None:  # groups.json: the groups and their typical tokens
             result["hierarchy"] = hierarchy.finish(out, student)
         save_json(out / "train.json", result)
-        student.cpu().save(out / "student")
+        _save_student(student.cpu(), out / "student")
     state.wait_for_everyone()
     return result
+
+
+def _save_student(student, folder: Path) -> None:
+    """Write the student into a temporary folder and rename it into place: ``student/`` is whole or absent."""
+    import os
+    import shutil
+
+    from distill.io import fsync_dir
+
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    student.save(tmp)
+    for f in tmp.iterdir():
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    fsync_dir(folder.parent)
 
 
 # ---- evaluate and export -----------------------------------------------------------------------------

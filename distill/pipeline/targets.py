@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from distill.errors import DistillError
 from distill.io import RowFile, save_json, save_npy, sha256_file
+from distill.memory import trim_heap
 from distill.teachers.teacher import Teacher
 
 logger = logging.getLogger(__name__)
@@ -441,6 +442,7 @@ def _label_chunks(teacher: Teacher, store: TargetStore, keys: np.ndarray, items:
         if j == len(wanted) or owner[j] != c:  # chunk c is complete
             name = shard_name(keys[chunks[c]])
             _label_shard(teacher, store, name, keys[chunks[c]], collected, batch_size)
+            trim_heap()
             bar.update(len(collected))
             collected = []
             if j == len(wanted):

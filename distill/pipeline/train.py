@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from distill.devices import autocast
 from distill.errors import TrainingError
+from distill.memory import trim_heap
 from distill.pipeline.data import TrainSet
 from distill.pipeline.pca import PCARotation
 from distill.students import StaticStudent, Student
@@ -273,6 +274,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}  # loss terms summed on the device since the last log
         n_summed = 0
         metrics = open(self.metrics_path, "a") if acc.is_main_process else None
+        host_batches = acc.device.type == "cpu"
         try:
             while self.step < self.total_steps:
                 epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
@@ -300,6 +302,8 @@ class Trainer:
                     for name, value in logs.items():
                         sums[name] = sums[name] + value if name in sums else value.clone()
                     n_summed += 1
+                    if host_batches:  # CPU training: activations live in the host heap (see distill.memory)
+                        trim_heap()
                     bar.update(1)
                     checkpoint = self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps
                     if self.step % cfg.log_every == 0 or checkpoint:
