@@ -9,7 +9,11 @@ a million of them are all different). Token targets are on (a transformer studen
 Then the 1M corpus plus 1% new texts is labeled again into the same cache (``--until targets``):
 how many texts were labeled, and how long it took next to the first labeling.
 
+With ``--teacher minilm --real``, the same on the bundled MiniLM over every distinct line of
+``../shared/data/corpus/`` (about 125k texts; ``--sizes`` is then capped at that).
+
     python bench/scale.py --sizes 100000,300000,1000000 --work /tmp/distill-scale
+    python bench/scale.py --teacher minilm --real --sizes 125000 --work /tmp/distill-scale-minilm
 """
 
 from __future__ import annotations
@@ -57,6 +61,16 @@ def base_lines() -> list[str]:
             if len(words) >= 3:
                 lines.append(" ".join(words))
     return sorted(set(lines))
+
+
+def real_lines() -> list[str]:
+    """Every distinct non-empty line of the shared corpora, in file order."""
+    seen: dict[str, None] = {}
+    for name in ("brown.txt", "movie_reviews.txt", "wikitext2-valid.txt", "wikitext2-test.txt"):
+        for line in (DATA / name).read_text(encoding="utf-8").split("\n"):
+            if line.strip():
+                seen.setdefault(line.strip(), None)
+    return list(seen)
 
 
 def write_corpus(path: Path, n: int, start: int = 0) -> None:
@@ -107,19 +121,26 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/distill-scale")
     p.add_argument("--grow", type=float, default=0.01, help="share of new texts in the rerun")
     p.add_argument("--worker", action="store_true")
-    p.add_argument("--teacher"), p.add_argument("--corpus"), p.add_argument("--out"), p.add_argument("--targets")
+    p.add_argument("--teacher", help="a teacher spec (default: the tiny random BERT built here)")
+    p.add_argument("--real", action="store_true", help="the shared corpora's own lines instead of built pairs")
+    p.add_argument("--corpus"), p.add_argument("--out"), p.add_argument("--targets")
     p.add_argument("--until", default="export")
     args = p.parse_args()
     if args.worker:
         return worker(args)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    teacher = make_teacher(work / "teacher")
+    teacher = args.teacher or make_teacher(work / "teacher")
     sizes = [int(s) for s in args.sizes.split(",")]
+    lines = real_lines() if args.real else None
+    if lines is not None:
+        sizes = [min(n, len(lines) - int(len(lines) * args.grow)) for n in sizes]
     results = {}
     for n in sizes:
         corpus = work / f"corpus-{n}.txt"
-        if not corpus.is_file():
+        if lines is not None:
+            corpus.write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
+        elif not corpus.is_file():
             write_corpus(corpus, n)
         targets, out = work / f"targets-{n}", work / f"run-{n}"
         shutil.rmtree(targets, ignore_errors=True)
@@ -129,8 +150,9 @@ def main() -> None:
         results[n] = r
         print(f"{n}: {json.dumps(r)}", file=sys.stderr, flush=True)
     per = {n: 1e5 / n for n in sizes}
-    print(f"\n`python bench/scale.py --sizes {args.sizes}`, {time.strftime('%Y-%m-%d')}, "
-          f"{os.cpu_count()} CPUs, torch {__import__('torch').__version__}\n")
+    print(f"\n`python bench/scale.py {' '.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}, "
+          f"{os.cpu_count()} CPUs, torch {__import__('torch').__version__}, "
+          f"teacher {args.teacher or 'tiny random BERT'}\n")
     print("| texts | teacher load s | vocab s | labeling s/100k | PCA s/100k | token ids s/100k | train s/100k "
           "| eval s | peak RSS GB | cache GB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -158,7 +180,10 @@ def main() -> None:
     grown = work / f"corpus-{big}-grown.txt"
     shutil.copy(work / f"corpus-{big}.txt", grown)
     tail = work / "tail.txt"
-    write_corpus(tail, extra, start=big)
+    if lines is not None:
+        tail.write_text("\n".join(lines[big:big + extra]) + "\n", encoding="utf-8")
+    else:
+        write_corpus(tail, extra, start=big)
     with open(grown, "a", encoding="utf-8") as f:
         f.write(tail.read_text(encoding="utf-8"))
     out = work / f"run-{big}-grown"
