@@ -82,77 +82,34 @@ def run_corpus(holdout: list[str], train: list[str], seed: int) -> list[str]:
 
 # ---- labels -----------------------------------------------------------------------------------------
 class Labels:
-    """Teacher vectors of every text the benchmark uses, labeled once and cached."""
+    """Teacher vectors of every text the benchmark uses, labeled once into the per-text target cache.
+
+    Every text gets text targets; the transformer's texts get token targets too. The runs of the
+    benchmark then find all their targets in the same cache and label nothing.
+    """
 
     def __init__(self, teacher, targets_dir: Path, holdout: list[str], train: list[str], n_token: int):
-        from distill.pipeline.targets import TargetKind, build_targets, load_targets
+        from distill.pipeline.targets import TargetKind, label
 
         self.teacher = teacher
-        self.rows: dict[str, tuple[int, int]] = {}  # text -> (set, row)
-        self.sets = []
-        # held-out first, then the transformer's texts, then the rest: smaller runs can start early
-        parts = [(TargetKind.TEXT, holdout), (TargetKind.TOKEN, train[:n_token]), (TargetKind.TEXT, train[n_token:])]
-        for s, (kind, texts) in enumerate(parts):
-            if not texts:
-                self.sets.append(None)
-                continue
-            t0 = time.perf_counter()
-            logger.info("labeling %d texts (%s targets) with the teacher, cached in %s", len(texts), kind.value,
-                        targets_dir)
-            folder = build_targets(teacher, kind, targets_dir, texts=texts, batch_size=64)
-            logger.info("  %s in %.0f s", folder.name, time.perf_counter() - t0)
-            self.sets.append(load_targets(folder))
-            self.rows.update({t: (s, i) for i, t in enumerate(texts)})
+        t0 = time.perf_counter()
+        texts = holdout + train
+        logger.info("labeling %d texts (text targets; token targets for %d) with the teacher, cached in %s",
+                    len(texts), n_token, targets_dir)
+        self.text = label(teacher, TargetKind.TEXT, targets_dir, texts, batch_size=64)
+        self.row = {t: i for i, t in enumerate(texts)}
+        self.token = label(teacher, TargetKind.TOKEN, targets_dir, train[:n_token], batch_size=64) if n_token else None
+        self.token_row = {t: i for i, t in enumerate(train[:n_token])}
+        logger.info("  labeled in %.0f s", time.perf_counter() - t0)
 
     def pooled(self, texts: list[str]) -> np.ndarray:
-        out = np.empty((len(texts), self.teacher.dim), dtype=np.float32)
-        for n, t in enumerate(texts):
-            s, i = self.rows[t]
-            out[n] = self.sets[s].pooled[i]
-        return out
+        return self.text.pooled(np.array([self.row[t] for t in texts], dtype=np.int64))
 
     def tokens(self, text: str) -> np.ndarray:
-        s, i = self.rows[text]
-        ts = self.sets[s]
-        if ts is None or ts.tokens is None:
+        if text not in self.token_row:
             raise KeyError(f"no token targets for {text[:40]!r}")
-        return np.asarray(ts.tokens[ts.offsets[i]:ts.offsets[i + 1]])
-
-    def fill_cache(self, kind, targets_dir: Path, texts: list[str]) -> Path:
-        """Write the target set ``build_targets(teacher, kind, targets_dir, texts)`` would write, from
-        the labels already made (the teacher is not run again)."""
-        from distill.pipeline.targets import build_targets
-
-        return build_targets(_LabeledTeacher(self), kind, targets_dir, texts=texts, progress=False)
-
-
-class _LabeledTeacher:
-    """Stands in for the teacher inside ``build_targets``: same identity (so the same cache key),
-    the real tokenizer, and vectors looked up in :class:`Labels` instead of a forward pass."""
-
-    def __init__(self, labels: Labels):
-        self._labels, self._teacher = labels, labels.teacher
-        self.dim, self.max_length = self._teacher.dim, self._teacher.max_length
-        self._texts: list[str] = []
-
-    def identity(self) -> dict:
-        return self._teacher.identity()
-
-    def tokenize(self, texts: list[str]):
-        self._texts = list(texts)  # build_targets tokenizes a shard, then embeds exactly those sequences
-        return self._teacher.tokenize(texts)
-
-    def embed_ids(self, seqs, batch_size: int = 64, with_tokens: bool = False, **_):
-        if len(seqs) != len(self._texts):
-            raise RuntimeError("stand-in teacher: embed_ids does not follow tokenize (cache internals changed?)")
-        pooled = self._labels.pooled(self._texts)
-        if not with_tokens:
-            return pooled
-        states = [self._labels.tokens(t) for t in self._texts]
-        if any(len(x) != len(s) for x, s in zip(states, seqs)):
-            raise RuntimeError("stand-in teacher: token counts differ from the labeled ones")
-        offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-        return pooled, np.concatenate(states).astype(np.float32), offsets
+        _, states = self.token.token_slices(np.array([self.token_row[text]]))
+        return states[0]
 
 
 # ---- models -----------------------------------------------------------------------------------------
@@ -234,7 +191,6 @@ def train_student(name: str, cfg, corpus: list[str], labels: Labels, kind) -> di
         shutil.rmtree(out)
     out.mkdir(parents=True)
     Path(cfg.corpus).write_text("".join(t + "\n" for t in corpus), encoding="utf-8")
-    labels.fill_cache(kind, Path(cfg.targets_dir), corpus)
     logger.info("%s: training (%d texts) into %s", name, len(corpus) - cfg.holdout, out)
     t0 = time.perf_counter()
     summary = run(cfg)

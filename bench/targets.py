@@ -3,7 +3,7 @@
     python bench/targets.py [--n 2000] [--batch-size 64] [--repeats 2]
 
 Both sides run the bundled all-MiniLM-L6-v2 on CPU with the same batch size; model loading is not
-timed. ``distill targets`` is timed end to end as the library call ``build_targets`` into a fresh
+timed. ``distill targets`` is timed end to end as the library call ``label`` into a fresh
 temporary cache (tokenize, length-sorted batches, forward passes, checksummed shard files).
 Prints a markdown table and the padding waste of length-sorted vs unsorted batches.
 """
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from distill.pipeline.corpus import read_corpus  # noqa: E402
-from distill.pipeline.targets import build_targets, load_targets  # noqa: E402
+from distill.pipeline.targets import label  # noqa: E402
 from distill.teachers import load_teacher  # noqa: E402
 from distill.teachers.registry import bundled_minilm_path  # noqa: E402
 
@@ -72,8 +72,7 @@ def main() -> None:
 
     def ours() -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:  # a fresh cache each time: nothing is reused
-            folder = build_targets(teacher, "text", tmp, texts=texts, batch_size=bs, progress=False)
-            return np.array(load_targets(folder).pooled)
+            return label(teacher, "text", tmp, texts, batch_size=bs, progress=False).pooled()
 
     def st_encode() -> np.ndarray:
         return st.encode(texts, batch_size=bs, convert_to_numpy=True)
@@ -82,7 +81,7 @@ def main() -> None:
         return np.concatenate([st.encode(texts[i:i + bs], batch_size=bs, convert_to_numpy=True)
                                for i in range(0, len(texts), bs)])
 
-    seconds, results = best_times({"distill targets (build_targets)": ours,
+    seconds, results = best_times({"distill targets (label)": ours,
                                    "SentenceTransformer.encode(all texts)": st_encode,
                                    f"SentenceTransformer.encode per {bs}-text chunk": st_loop}, args.repeats)
     rows = list(seconds.items())
