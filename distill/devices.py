@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 
@@ -67,6 +68,8 @@ def distributed_state(device: str | torch.device | None = None):
     from accelerate import PartialState
 
     cpu = not torch.cuda.is_available() or (device is not None and torch.device(device).type == "cpu")
+    if not cpu and device is not None and torch.device(device).index is not None and "LOCAL_RANK" not in os.environ:
+        torch.cuda.set_device(torch.device(device))  # one process on cuda:N: Accelerate takes the current device
     return PartialState(cpu=cpu)
 
 

@@ -167,3 +167,19 @@ def test_an_error_on_one_rank_stops_every_rank(tmp_path, tiny_bert_dir, tiny_cor
     assert done.returncode != 0
     assert "rank 1 cannot go on" in done.stderr
     assert not (tmp_path / "fails" / "student").exists()
+
+
+def test_a_corpus_changed_before_training_is_prepared_again(tmp_path, tiny_bert_dir, tiny_texts):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(tiny_texts[:100]) + "\n", encoding="utf-8")
+    cfg = RunConfig(out=str(tmp_path / "r"), teacher=str(tiny_bert_dir), corpus=str(corpus), holdout=10,
+                    dims=(8, 32), targets_dir=str(tmp_path / "targets"), device="cpu")
+    run(cfg, until="targets")
+    meta = tmp_path / "r" / "data" / "meta.json"
+    assert json.loads(meta.read_text())["texts"] == 100
+    run(cfg, until="targets")  # unchanged: kept as it is
+    assert json.loads(meta.read_text())["texts"] == 100
+    with open(corpus, "a", encoding="utf-8") as f:
+        f.write("\n".join(tiny_texts[100:120]) + "\n")
+    run(cfg, until="targets")
+    assert json.loads(meta.read_text())["texts"] == 120

@@ -128,6 +128,12 @@ def run(cfg: RunConfig, resume: bool = False, until: str = "export") -> dict:
     if state.is_main_process:
         _prepare_folder(cfg, resume)
     state.wait_for_everyone()
+    if stages.prepared(out) and not stages.student_ready(out) and not (out / "checkpoints").is_dir():
+        if stages.read_meta(out).get("corpus_stamp") != stages.corpus_stamp(cfg):  # nothing trained on it yet
+            logger.info("the corpus changed since %s was prepared: preparing it again", out)
+            if state.is_main_process:
+                (stages.data_dir(out) / "meta.json").unlink()
+            state.wait_for_everyone()
     if not stages.prepared(out):
         stages.prepare(cfg)
     if until == "targets":

@@ -60,10 +60,8 @@ def _student_dims(dims, teacher_dim: int) -> list[int]:
     return kept
 
 
-def _free(teacher) -> None:
-    """Drop the teacher before the student trains: on a GPU its weights and cache are memory the student needs."""
-    device = teacher.device
-    del teacher
+def _release(device: torch.device) -> None:
+    """After the caller dropped its teacher: collect it and return its GPU memory, which the student needs."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -151,7 +149,9 @@ def prepare(cfg) -> None:
                            dim=dims[-1], dims=dims, teacher=teacher.identity(), width=cfg.width,
                            n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_length=teacher.max_length,
                            pad_id=special.pad_token_id or 0, cls_id=special.cls_token_id, sep_id=special.sep_token_id)
-    _free(teacher)
+    device = teacher.device
+    del teacher, special
+    _release(device)
     if not main:
         state.wait_for_everyone()
         return
@@ -200,10 +200,21 @@ def prepare(cfg) -> None:
     save_text(data / "tokenizer.json", tokenizer.to_str())
     seconds["tokens"] = time.perf_counter() - t2
     save_json(data / "meta.json", {"texts": n, "train": len(train), "held": len(held), "kind": kind.value,
+                                   "corpus_stamp": corpus_stamp(cfg),
                                    "n_empty": corpus.n_empty if corpus is not None else 0,
                                    "n_truncated": view.n_truncated if view is not None else 0,
                                    "seconds": seconds})
     state.wait_for_everyone()
+
+
+def corpus_stamp(cfg) -> list | None:
+    """Size and modification time of a corpus file (or of a saved dataset's files): a changed corpus
+    makes the prepared data stale."""
+    if not cfg.corpus or str(cfg.corpus).startswith("hf:"):
+        return None
+    path = Path(cfg.corpus)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
 
 
 def read_meta(out: Path) -> dict:
@@ -322,7 +333,9 @@ def evaluate(cfg) -> dict:
         teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), dtype=cfg.teacher_dtype,
                                pooling=cfg.pooling, layer=cfg.layer, max_length=cfg.max_length)
         summary["sts"] = {"student": sts_scores(student, pairs, dims), "teacher": sts_scores(teacher, pairs, dims)}
-        _free(teacher)
+        device = teacher.device
+        del teacher
+        _release(device)
     summary["stage_seconds"]["eval"] = time.perf_counter() - t0
     summary["seconds"] = sum(summary["stage_seconds"].values())
     save_json(out / "summary.json", summary)
