@@ -10,7 +10,7 @@ import typer
 
 from distill.cli_utils import handle_errors
 from distill.errors import DistillError
-from distill.index.cli import compare, index_app, query
+from distill.index_cli import compare, index_app, query
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil big embedding models into small, fast, hierarchical students.")

@@ -179,7 +179,7 @@ def test_hnsw_index_folder_records_recall(tmp_path, model, tiny_texts):
 
 def test_load_model_dispatches_on_the_student_marker(tmp_path, monkeypatch, tiny_bert_dir):
     import distill
-    from distill.index.models import load_model
+    from distill.models import load_model
     from distill.teachers import Teacher
 
     (tmp_path / "distill_student.json").write_text("{}")

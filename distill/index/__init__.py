@@ -3,12 +3,11 @@
 from distill.index.build import IndexParams, IndexType, add_to_index, build_index, make_index
 from distill.index.compare import compare_models, compare_spaces, linear_cka, mutual_knn, neighbour_overlap
 from distill.index.errors import IndexMismatchError, IndexNotFoundError
-from distill.index.models import load_model
 from distill.index.query import Funnel, query_index, search_index
 from distill.index.search import funnel_search, knn, normalize_prefix, recall_at_k
 from distill.index.store import IndexFolder, Manifest
 
 __all__ = ["Funnel", "IndexFolder", "IndexMismatchError", "IndexNotFoundError", "IndexParams", "IndexType",
            "Manifest", "add_to_index", "build_index", "compare_models", "compare_spaces", "funnel_search", "knn",
-           "linear_cka", "load_model", "make_index", "mutual_knn", "neighbour_overlap", "normalize_prefix",
+           "linear_cka", "make_index", "mutual_knn", "neighbour_overlap", "normalize_prefix",
            "query_index", "recall_at_k", "search_index"]

@@ -1,7 +1,8 @@
 """What an index holds vectors of: any model with ``encode(texts, dim)`` and ``identity()``.
 
-Students (folders written by ``student.save``, marked by ``distill_student.json``) and teachers
-(aliases, Hugging Face ids, model folders) both follow this contract, so both can be indexed.
+Students and teachers both follow this contract, so both can be indexed. The index package takes
+models (or arrays) passed in: resolving a spec to a teacher or a student is
+:func:`distill.models.load_model`'s job, one level up, so this package imports neither.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import Protocol
 
 import numpy as np
 
-STUDENT_MARKER = "distill_student.json"
-
 
 class EmbeddingModel(Protocol):
     dim: int
@@ -22,24 +21,6 @@ class EmbeddingModel(Protocol):
                progress: bool = False) -> np.ndarray: ...
 
     def identity(self) -> dict: ...
-
-
-def is_student_folder(spec: str | Path) -> bool:
-    return Path(spec).is_dir() and (Path(spec) / STUDENT_MARKER).is_file()
-
-
-def load_model(spec: str | Path) -> EmbeddingModel:
-    """A student folder (it holds ``distill_student.json``) or a teacher spec (alias, HF id, folder).
-
-    :raises TeacherNotFoundError: a teacher spec that can be had neither locally nor from the hub.
-    """
-    if is_student_folder(spec):
-        import distill
-
-        return distill.load(spec)
-    from distill.teachers import load_teacher
-
-    return load_teacher(spec)
 
 
 def model_spec(spec: str | Path) -> str:

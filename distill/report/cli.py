@@ -55,7 +55,7 @@ def eval_command(
     Given a run folder and no file to score, runs the run's evaluation stage instead: held-out agreement
     with the teacher (and the run's --sts) into summary.json, and the report.
     """
-    from distill.index.models import load_model
+    from distill.models import load_model
     from distill.report.evaluation import evaluate_model
 
     run_dir = Path(model)

@@ -45,7 +45,7 @@ def build(
 ) -> None:
     """Embed a corpus and build one FAISS index per prefix size, with a docstore and a manifest."""
     from distill.index.build import build_index
-    from distill.index.models import load_model
+    from distill.models import load_model
 
     texts = _read_texts(corpus, text_column, limit)
     m = build_index(load_model(model), texts, out, dims=parse_dims(dims), index_type=index_type, spec=model,
@@ -67,8 +67,8 @@ def add(
 ) -> None:
     """Append the texts of a corpus to an index without rebuilding it; existing ids do not change."""
     from distill.index.build import add_to_index
-    from distill.index.models import load_model
     from distill.index.store import Manifest
+    from distill.models import load_model
 
     spec = model or Manifest.load(index).model_spec
     first, count = add_to_index(index, load_model(spec), _read_texts(corpus, text_column), batch_size=batch_size,
@@ -93,9 +93,9 @@ def query(
 ) -> None:
     """Search an index: a ranked table (rank, score, id, text) per query."""
     from distill.errors import DistillError
-    from distill.index.models import load_model
     from distill.index.query import Funnel, query_index
     from distill.index.store import Manifest
+    from distill.models import load_model
 
     texts = list(text or []) + (_read_texts(queries, text_column) if queries else [])
     if not texts:
@@ -141,7 +141,7 @@ def compare(
     linear CKA, mutual-kNN; the teacher's own truncated prefixes are the baseline a student must beat.
     """
     from distill.index.compare import compare_models
-    from distill.index.models import load_model
+    from distill.models import load_model
 
     texts = _read_texts(corpus, text_column, limit)
     report = compare_models(load_model(teacher), load_model(student), texts, dims=parse_dims(dims), k=k, n_pairs=pairs,
