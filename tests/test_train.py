@@ -57,6 +57,8 @@ def test_killed_run_resumed_ends_with_the_same_weights(tmp_path, tiny_bert_dir, 
     with pytest.raises(KeyboardInterrupt):
         run(cfg)
     assert not (tmp_path / "killed" / "student").exists()
+    with open(tmp_path / "killed" / "metrics.jsonl", "a") as f:  # a line torn by the kill
+        f.write('{"step": 9, "lo')
     monkeypatch.setattr(Trainer, "_loss", original)
     with pytest.raises(DistillError, match="pass --resume"):
         run(cfg)

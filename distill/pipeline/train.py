@@ -230,7 +230,7 @@ class Trainer:
         if not found:
             return 0
         step, path = found[-1]
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # a checkpoint from elsewhere runs no code
         self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -270,7 +270,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="train",
                    disable=not acc.is_main_process)
         seen, t_log, t0 = 0, time.perf_counter(), time.perf_counter()
-        first_loss, last_loss = None, float("nan")
+        first_loss, last_loss = None, None  # JSON null, not NaN, when no step ran
         sums: dict[str, torch.Tensor] = {}  # loss terms summed on the device since the last log
         n_summed = 0
         metrics = open(self.metrics_path, "a") if acc.is_main_process else None

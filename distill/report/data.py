@@ -83,7 +83,13 @@ def read_groups(path: str | Path) -> dict[str, list[str]]:
 def read_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line torn by a killed run: the lines before it are whole
+            break
+    return rows
 
 
 def _find_vocab_targets(run_dir: Path):
