@@ -183,3 +183,22 @@ def test_a_corpus_changed_before_training_is_prepared_again(tmp_path, tiny_bert_
         f.write("\n".join(tiny_texts[100:120]) + "\n")
     run(cfg, until="targets")
     assert json.loads(meta.read_text())["texts"] == 120
+
+
+def test_a_run_without_a_corpus_distils_the_vocabulary(tmp_path, tiny_bert_dir):
+    result = CliRunner().invoke(app, ["run", "--teacher", str(tiny_bert_dir), "--out", str(tmp_path / "v"),
+                                      "--dims", "8,32", "--targets-dir", str(tmp_path / "targets")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "v" / "summary.json").read_text())
+    assert summary["train_texts"] == 0 and "train" not in summary and "holdout" not in summary
+    import distill
+    from distill.pipeline.stages import load_vocab
+    from distill.teachers import load_teacher
+
+    student = distill.load(tmp_path / "v")
+    vocab = load_vocab(tmp_path / "v")
+    from distill.pipeline.pca import PCARotation
+
+    rows = PCARotation.load(tmp_path / "v" / "pca.npz").transform(vocab.pooled)[:, :32]
+    np.testing.assert_allclose(student.embed_ids([[int(vocab.ids[5])]])[0], rows[5], atol=1e-5)
+    assert load_teacher(tiny_bert_dir, device="cpu").dim == vocab.pooled.shape[1]
