@@ -100,6 +100,16 @@ def load_config(run_dir: str | Path) -> RunConfig:
     return RunConfig.from_dict(json.loads(path.read_text()))
 
 
+def write_report_safely(out: Path) -> None:
+    """``report.html`` of a finished run; a broken report only warns, it must not lose the run."""
+    try:
+        from distill.report import write_report
+
+        write_report(out)
+    except Exception as e:
+        logger.warning("could not write the report (rerun `distill plot %s`): %s", out, e)
+
+
 def check_corpus(cfg: RunConfig) -> int:
     """Read the whole corpus once (cheap next to labeling) so that a bad one fails before any teacher work;
     returns its number of texts."""
@@ -143,6 +153,7 @@ def run(cfg: RunConfig, resume: bool = False, until: str = "export") -> dict:
     if until == "train" or not state.is_main_process:
         return {}
     summary = stages.evaluate(cfg)
+    write_report_safely(out)
     if until == "export":
         stages.export(cfg)
     return summary

@@ -1,7 +1,7 @@
 """The stages of a run, each a function that reads and writes the run folder.
 
 ``prepare`` (teacher labels, split, PCA, token ids) -> ``train`` (student/) -> ``evaluate``
-(summary.json, report.html) -> ``export`` (student-st/). Each stage reads only what the stage before
+(summary.json; then report.html) -> ``export`` (student-st/). Each stage reads only what the stage before
 it wrote, so any stage reruns alone (``distill train RUN``, ``distill eval RUN``, ``distill export RUN``),
 and ``distill run`` skips a stage whose output is complete. Run folder::
 
@@ -299,7 +299,11 @@ def _save_student(student, folder: Path) -> None:
 
 # ---- evaluate and export -----------------------------------------------------------------------------
 def evaluate(cfg) -> dict:
-    """Stage 3: held-out agreement with the teacher (and STS with ``--sts``) -> ``summary.json``, then the report."""
+    """Stage 3: held-out agreement with the teacher (and STS with ``--sts``) -> ``summary.json``.
+
+    (The report is drawn from the finished run folder by :func:`distill.report.write_report`, which
+    ``distill run`` and ``distill eval RUN`` call next.)
+    """
     from distill.pipeline.evaluate import agreement, read_pairs, sts_scores
     from distill.students import load_student
 
@@ -339,12 +343,6 @@ def evaluate(cfg) -> dict:
     summary["stage_seconds"]["eval"] = time.perf_counter() - t0
     summary["seconds"] = sum(summary["stage_seconds"].values())
     save_json(out / "summary.json", summary)
-    try:
-        from distill.report import write_report
-
-        write_report(out)
-    except Exception as e:  # a broken report must not lose a finished run
-        logger.warning("could not write the report (rerun `distill plot %s`): %s", out, e)
     return summary
 
 

@@ -62,9 +62,10 @@ def eval_command(
     if (run_dir / "config.json").is_file() and (run_dir / "data" / "meta.json").is_file() and not any(
             (sts, word_pairs, analogies)):
         from distill.pipeline import stages
-        from distill.pipeline.run import load_config
+        from distill.pipeline.run import load_config, write_report_safely
 
         summary = stages.evaluate(load_config(run_dir))
+        write_report_safely(run_dir)
         for section in ("holdout", "sts"):
             if section in summary:
                 typer.echo(f"{section}: {json.dumps(summary[section]['student'])}")
