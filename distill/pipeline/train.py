@@ -185,10 +185,13 @@ class Trainer:
         sizes = self._sizes or [len(target)] * world
         loss, logs = self.loss_fn(self._global(pooled.float(), sizes), self._global(target, sizes),
                                   model=self.student)
+        logged = loss.detach()
         loss = loss * world  # DDP averages gradients over ranks: undo it for the global-batch terms
         if token_term is not None:
             loss = loss + self.config.token * token_term  # a per-rank mean, averaged by DDP
             logs["token"] = token_term.detach()
+            logged = logged + self.config.token * logs["token"]
+        logs["loss"] = logged  # what one process would log for the same batch
         return loss, logs
 
     def _token_term(self, batch: dict, states: torch.Tensor) -> torch.Tensor | None:
@@ -298,7 +301,7 @@ class Trainer:
                     for term in self.loss_fn.extra_terms.values():  # e.g. emergent groups refreshed from the student
                         if hasattr(term, "on_step"):
                             term.on_step(self.step, self.student)
-                    logs["loss"] = loss.detach() / world
+                    logs["_backward"] = loss.detach()  # the loss the gradients came from: checked for NaN
                     for name, value in logs.items():
                         sums[name] = sums[name] + value if name in sums else value.clone()
                     n_summed += 1
@@ -310,7 +313,7 @@ class Trainer:
                         names = list(sums)
                         values = (torch.stack([sums[n] for n in names]) / n_summed).tolist()  # the one sync
                         means = dict(zip(names, values))
-                        self._check_finite(means["loss"], self.step - n_summed)
+                        self._check_finite(means.pop("_backward"), self.step - n_summed)
                         last_loss = means["loss"]
                         first_loss = last_loss if first_loss is None else first_loss
                         bar.set_postfix(loss=f"{last_loss:.4f}")
