@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,6 +62,22 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> dict:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
     return {"bytes": f.size, "sha256": f.sha.hexdigest()}
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """For writers that want a path (pyarrow, torch.save): yields a temporary path in the same folder,
+    then fsyncs it and renames it over ``path``; on an error the temporary file is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> dict:

@@ -117,3 +117,34 @@ def test_transformer_student_pads_without_changing_vectors():
     alone = np.concatenate([s.embed_ids([q]) for q in s.tokenize(TEXTS)])
     batched = s.embed_ids(s.tokenize(TEXTS))
     assert np.allclose(alone, batched, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [_static, _transformer])
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_embed_rows_line_up_with_the_input_records(tmp_path, make, suffix):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    student = make()
+    student.save(tmp_path / "s")
+    corpus = tmp_path / "c.txt"
+    lines = [TEXTS[0], "", TEXTS[1], "   ", TEXTS[2]]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / f"vecs{suffix}"
+    result = CliRunner().invoke(app, ["embed", "--model", str(tmp_path / "s"), "--corpus", str(corpus),
+                                      "--out", str(out), "--dim", "8", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 5 x 8 vectors" in result.output
+    if suffix == ".npy":
+        x = np.load(out)
+    else:
+        table = pd.read_parquet(out)
+        assert table["text"].tolist() == [t.strip() for t in lines]
+        x = np.stack(table["embedding"].to_numpy())
+    assert x.shape == (5, 8) and x.dtype == np.float32
+    expected = student.encode([TEXTS[0], TEXTS[1], TEXTS[2]], dim=8)
+    np.testing.assert_allclose(x[[0, 2, 4]], expected, atol=1e-6)  # row i is record i
+    assert not x[[1, 3]].any()  # empty records: zero vectors
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -149,7 +149,7 @@ def export(
 
 def embed(
     model: Annotated[Path, typer.Option(help="Student (or run) folder.")],
-    corpus: Annotated[Path, typer.Option(help="Texts to embed.")],
+    corpus: Annotated[str, typer.Option(help="Texts to embed (any corpus form `distill run` takes).")],
     out: Annotated[Path, typer.Option(help="vecs.npy or vecs.parquet (text + embedding columns).")],
     dim: Annotated[int | None, typer.Option(help="Prefix size (default: full width).")] = None,
     text_column: Annotated[str, typer.Option(help="Text column of jsonl/csv/parquet corpora.")] = "text",
@@ -157,24 +157,60 @@ def embed(
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... for contextual students (default: best "
                                                "available; static students run on the CPU).")] = None,
 ) -> None:
-    """Embed a corpus with a student into .npy or .parquet."""
+    """Embed a corpus with a student into .npy or .parquet, row i for record i.
+
+    An empty record (a blank line, an empty text field) gets a zero vector, so the rows line up with
+    the input; their number is reported. The corpus is read and written in chunks: memory stays at a
+    chunk, whatever its size.
+    """
     import numpy as np
 
     from distill.devices import resolve_device
-    from distill.pipeline.corpus import read_corpus
+    from distill.io import atomic_path
+    from distill.pipeline.corpus import Corpus
     from distill.students import load_student
 
     if out.suffix not in (".npy", ".parquet"):
         raise DistillError(f"--out must end in .npy or .parquet, got {out.name}")
     student = load_student(model, device=resolve_device(device))
-    texts = read_corpus(corpus, text_column=text_column).texts
-    vectors = student.encode(texts, dim=dim, batch_size=batch_size, progress=True)
+    dim = student.check_dim(dim)
+    records = Corpus(corpus, text_column=text_column, keep_empty=True)
+    n = sum(1 for _ in records)  # a bad corpus fails here, before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, vectors)
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    n_empty = 0
+    chunk = max(batch_size, 16_384)
 
-        pq.write_table(pa.table({"text": texts, "embedding": list(vectors)}), out)
-    typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} vectors to {out}")
+    def vectors():
+        nonlocal n_empty
+        from tqdm.auto import tqdm
+
+        with tqdm(total=n, unit="text", desc="embed") as bar:
+            for texts in records.chunks(chunk):
+                block = np.zeros((len(texts), dim), dtype=np.float32)
+                full = [i for i, t in enumerate(texts) if t]
+                n_empty += len(texts) - len(full)
+                if full:
+                    block[full] = student.encode([texts[i] for i in full], dim=dim, batch_size=batch_size)
+                bar.update(len(texts))
+                yield texts, block
+
+    with atomic_path(out) as tmp:
+        if out.suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(np.float32).str, "fortran_order": False,
+                                                         "shape": (n, dim)})
+                for _, block in vectors():
+                    f.write(block.tobytes())
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            schema = pa.schema([("text", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for texts, block in vectors():
+                    embedding = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim)
+                    writer.write_table(pa.table({"text": texts, "embedding": embedding}, schema=schema))
+    if n_empty:
+        logger.warning("%d of %d records were empty and got zero vectors (rows still line up with the input)",
+                       n_empty, n)
+    typer.echo(f"wrote {n} x {dim} vectors to {out}")

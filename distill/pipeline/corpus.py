@@ -183,6 +183,7 @@ class Corpus:
     text_column: str = "text"
     limit: int | None = None
     split: str | None = None  # saved DatasetDict folders
+    keep_empty: bool = False  # yield "" for an empty record instead of skipping it (rows that line up)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_stats", {"n_empty": 0})
@@ -218,10 +219,11 @@ class Corpus:
             text = value.strip() if isinstance(value, str) else ""
             if not text:
                 n_empty += 1
-                continue
+                if not self.keep_empty:
+                    continue
             yield text
-            n_texts += 1
-            if self.limit is not None and n_texts >= self.limit:
+            n_texts += bool(text)
+            if self.limit is not None and n_texts + (n_empty if self.keep_empty else 0) >= self.limit:
                 break
         self._stats["n_empty"] = n_empty
         if n_texts == 0:
