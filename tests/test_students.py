@@ -148,3 +148,30 @@ def test_embed_rows_line_up_with_the_input_records(tmp_path, make, suffix):
     np.testing.assert_allclose(x[[0, 2, 4]], expected, atol=1e-6)  # row i is record i
     assert not x[[1, 3]].any()  # empty records: zero vectors
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_damaged_student_config_is_a_clear_error(tmp_path):
+    _static().save(tmp_path / "s")
+    config = tmp_path / "s" / "distill_student.json"
+    data = __import__("json").loads(config.read_text())
+    config.write_text(__import__("json").dumps({**data, "rope_theta": 10000}))
+    with pytest.raises(DistillError, match="unknown student options rope_theta"):
+        distill.load(tmp_path / "s")
+    config.write_text('{"kind": "static", "vocab_')
+    with pytest.raises(DistillError, match="is not valid JSON"):
+        distill.load(tmp_path / "s")
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    ("caf\u00e9\tx\ty\tz\t1.0\ta\tb\n".encode("latin-1"), r"not UTF-8 \(byte 3\)"),
+    (b'{"sentence1": "a", "sentence2": "b", "score": 1}\n{broken\n', r"line 2 is not valid JSON"),
+    (b'["a", "b", 1]\n', r"line 1 is not a JSON object"),
+    (b'{"sentence1": "a", "sentence2": "b", "score": "high"}\n', r"row 1 needs sentence1, sentence2 and a numeric"),
+])
+def test_malformed_pairs_files_are_user_errors(tmp_path, content, match):
+    from distill.pipeline.evaluate import read_pairs
+
+    path = tmp_path / ("pairs.jsonl" if content.startswith((b"{", b"[")) else "pairs.csv")
+    path.write_bytes(content)
+    with pytest.raises(DistillError, match=match):
+        read_pairs(path)

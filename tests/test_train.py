@@ -71,6 +71,30 @@ def test_killed_run_resumed_ends_with_the_same_weights(tmp_path, tiny_bert_dir, 
     assert metrics == sorted(set(metrics))  # no step logged twice after the resume
 
 
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, tiny_bert_dir, tiny_corpus, monkeypatch):
+    run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, "straight"))
+    original = Trainer._loss
+
+    def dies_at_step_12(self, idx):
+        if self.step == 12:  # after the checkpoints of steps 5 and 10
+            raise KeyboardInterrupt("killed")
+        return original(self, idx)
+
+    monkeypatch.setattr(Trainer, "_loss", dies_at_step_12)
+    cfg = _cfg(tmp_path, tiny_bert_dir, tiny_corpus, "killed")
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    monkeypatch.setattr(Trainer, "_loss", original)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    newest = checkpoints / "step-0000010.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # torn
+    (checkpoints / ".step-0000015.pt.123.tmp").write_bytes(b"half a save")
+    run(cfg, resume=True)
+    assert (checkpoints / "step-0000010.pt.bad").is_file() and not list(checkpoints.glob(".*.tmp"))
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    assert all(np.array_equal(a[k], b[k]) for k in a)  # resumed from step 5: the same weights in the end
+
+
 def test_resume_with_other_options_is_refused(tmp_path, tiny_bert_dir, tiny_corpus):
     run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=1))
     with pytest.raises(DistillError, match="options differ"):

@@ -32,9 +32,25 @@ def read_pairs(path: str | Path) -> Pairs:
     if not path.is_file():
         raise DistillError(f"pairs file {path} does not exist")
     first, second, scores = [], [], []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_bytes().decode("utf-8-sig").split("\n")  # \n only: no splitting on form feeds etc.
+    except UnicodeDecodeError as e:
+        raise DistillError(f"{path}: not UTF-8 (byte {e.start}); re-encode the file as UTF-8") from e
+    lines = [ln.rstrip("\r") for ln in lines]
+    if lines and not lines[-1]:
+        lines.pop()
     if path.suffix == ".jsonl":
-        rows = [json.loads(ln) for ln in lines if ln.strip()]
+        rows = []
+        for n, ln in enumerate(lines, start=1):
+            if not ln.strip():
+                continue
+            try:
+                row = json.loads(ln)
+            except json.JSONDecodeError as e:
+                raise DistillError(f"{path}: line {n} is not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise DistillError(f"{path}: line {n} is not a JSON object with sentence1, sentence2, score")
+            rows.append(row)
     elif path.suffix == ".csv" and lines and "sentence1" in lines[0] and "\t" not in lines[0]:
         rows = list(csv.DictReader(lines))
     else:  # STS-B: split on tabs (quotes inside sentences break csv readers)
@@ -49,7 +65,7 @@ def read_pairs(path: str | Path) -> Pairs:
             scores.append(float(row["score"]))
             first.append(str(row["sentence1"]))
             second.append(str(row["sentence2"]))
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, TypeError) as e:
             raise DistillError(f"{path}: row {n} needs sentence1, sentence2 and a numeric score ({e})") from e
     if not scores:
         raise DistillError(f"{path} holds no pairs")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import time
 from contextlib import nullcontext
@@ -89,12 +88,13 @@ def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, keep: int = 2) -> Path:
+    from distill.io import atomic_path
+
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict()}, tmp)
     for _, old in _checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -228,18 +228,29 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------
     def resume(self) -> int:
-        """Load the newest checkpoint, if any; returns its step."""
-        found = _checkpoints(self.checkpoint_dir)
-        if not found:
-            return 0
-        step, path = found[-1]
-        state = torch.load(path, map_location="cpu", weights_only=True)  # a checkpoint from elsewhere runs no code
-        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = state["step"]
-        logger.info("resumed from %s (step %d of %d)", path.name, self.step, self.total_steps)
-        return self.step
+        """Load the newest checkpoint that loads, if any; returns its step.
+
+        A checkpoint that fails to load (torn by a full disk, damaged) is set aside with a warning and
+        the one before it is used; temporary files of a killed save are removed.
+        """
+        for stale in self.checkpoint_dir.glob(".*.tmp") if self.checkpoint_dir.is_dir() else []:
+            stale.unlink(missing_ok=True)
+        for _, path in reversed(_checkpoints(self.checkpoint_dir)):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)  # a foreign file runs no code
+                self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to the one before
+                logger.warning("checkpoint %s does not load (%s: %s); trying the one before it", path.name,
+                               type(e).__name__, str(e)[:200])
+                if self.accelerator.is_main_process:
+                    path.rename(path.with_name(path.name + ".bad"))
+                continue
+            self.step = state["step"]
+            logger.info("resumed from %s (step %d of %d)", path.name, self.step, self.total_steps)
+            return self.step
+        return 0
 
     def _trim_metrics(self) -> None:
         """Drop metric lines past the step training restarts from (all of them on a fresh start)."""

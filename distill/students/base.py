@@ -133,7 +133,21 @@ def read_config(folder: Path) -> StudentConfig:
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise DistillError(f"{folder} is not a distill student folder (no {CONFIG_NAME})")
-    return StudentConfig(**json.loads(path.read_text()))
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DistillError(f"{path} is not valid JSON ({e}); the student folder is damaged") from e
+    from dataclasses import fields
+
+    known = {f.name for f in fields(StudentConfig)}
+    unknown = sorted(set(data) - known) if isinstance(data, dict) else []
+    if not isinstance(data, dict) or unknown:
+        raise DistillError(f"{path}: unknown student options {', '.join(unknown) or type(data).__name__} "
+                           "(written by a newer distill?); upgrade distill or re-export the student")
+    try:
+        return StudentConfig(**data)
+    except TypeError as e:
+        raise DistillError(f"{path}: {e}") from e
 
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
