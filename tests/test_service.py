@@ -207,6 +207,9 @@ def test_api_key(student_dir):
         assert c.get("/v1/models", headers=good).status_code == 200
         assert c.get("/health").status_code == 200  # probes and scrapers need no key
         assert c.get("/metrics").status_code == 200
+        for page in ("/docs", "/redoc", "/openapi.json"):  # the API's description is behind the key too
+            assert_openai_error(c.get(page), 401, "missing")
+            assert c.get(page, headers=good).status_code == 200
 
 
 # ---- search, health, models, metrics ----------------------------------------------------------------
@@ -307,6 +310,49 @@ def test_batcher_without_merging_runs_one_request_per_pass():
 def test_a_failed_forward_pass_fails_its_requests_only():
     calls, _, results = _run_batcher(False, [1, 2, 3], fail_first=True)
     assert isinstance(results[0], RuntimeError) and results[1].shape == (2, 2) and results[2].shape == (3, 2)
+
+
+def test_a_full_queue_and_a_slow_pass_are_503_with_retry_after():
+    import threading
+
+    release = threading.Event()
+
+    def slow_core(seqs):
+        release.wait(5)
+        return np.zeros((len(seqs), 2), dtype=np.float32)
+
+    async def main():
+        from distill.service.embedder import Overloaded
+
+        b = Batcher(slow_core, max_batch=4, max_wait_s=0.0, max_pending=6, timeout_s=0.3)
+        b.start()
+        first = asyncio.ensure_future(b.embed([[1]] * 4))  # in the forward pass
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(b.embed([[2]] * 2))  # queued: 6 texts held
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded, match="holds 6 texts already"):
+            await b.embed([[3]])
+        outcomes = await asyncio.gather(first, second, return_exceptions=True)
+        assert all(isinstance(o, Overloaded) and "waited more than 0.3 s" in str(o) for o in outcomes)
+        assert b.pending == 0  # nothing held for requests that gave up
+        release.set()
+        assert (await b.embed([[4]])).shape == (1, 2)  # and the server goes on
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_overload_reaches_the_client_as_503(student_dir, monkeypatch):
+    from distill.service.embedder import Overloaded
+
+    async def refuse(self, seqs):
+        raise Overloaded("the server holds 16384 texts already (at most 16384); retry shortly")
+
+    monkeypatch.setattr(Batcher, "embed", refuse)
+    with limited_client(student_dir) as c:
+        r = c.post("/v1/embeddings", json={"input": "a cat"})
+        err = assert_openai_error(r, 503, "retry shortly")
+        assert err["code"] == "overloaded" and r.headers["retry-after"] == "1"
 
 
 def test_concurrent_requests_share_forward_passes_through_the_app(student_dir, student):

@@ -66,6 +66,7 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
             model = await run_in_threadpool(load_student, settings.model, resolve_device(settings.device))
         embedder = Embedder(model, max_batch=settings.max_batch, max_batch_tokens=settings.max_batch_tokens)
         batcher = Batcher(embedder.core, max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000,
+                          max_pending=settings.max_pending, timeout_s=settings.request_timeout_s,
                           merge=settings.batching, on_batch=metrics.observe_batch)
         searcher = None
         if settings.index is not None:

@@ -90,6 +90,10 @@ class _Job:
     future: asyncio.Future
 
 
+class Overloaded(Exception):
+    """The server cannot take this request now (its queue is full, or it waited past the timeout): a 503."""
+
+
 class Batcher:
     """Merges concurrent ``embed`` calls into forward passes of up to ``max_batch`` sequences.
 
@@ -99,8 +103,11 @@ class Batcher:
     """
 
     def __init__(self, core: Callable[[list[list[int]]], np.ndarray], max_batch: int = 256, max_wait_s: float = 0.005,
-                 merge: bool = True, on_batch: Callable[[int, float], None] | None = None):
+                 merge: bool = True, on_batch: Callable[[int, float], None] | None = None,
+                 max_pending: int = 16_384, timeout_s: float = 30.0):
         self.core = core
+        self.max_pending, self.timeout_s = max_pending, timeout_s
+        self.pending = 0  # texts queued or in a forward pass: what the server holds for its clients
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.merge = merge
@@ -135,12 +142,23 @@ class Batcher:
             raise RuntimeError("the batcher is not running")
         if not seqs:
             return np.empty((0, 0), dtype=np.float32)
+        if self.pending + len(seqs) > self.max_pending:
+            raise Overloaded(f"the server holds {self.pending} texts already (at most {self.max_pending}); "
+                             "retry shortly")
         future = asyncio.get_running_loop().create_future()
+        self.pending += len(seqs)
         self._queue.put_nowait(_Job(seqs, future))
-        return await future
+        try:
+            return await asyncio.wait_for(future, self.timeout_s)  # cancels the future: the batcher skips it
+        except asyncio.TimeoutError:
+            raise Overloaded(f"the request waited more than {self.timeout_s:g} s for a forward pass; "
+                             "retry shortly") from None
+        finally:
+            self.pending -= len(seqs)
 
     async def _next_batch(self) -> list[_Job]:
-        assert self._queue is not None
+        if self._queue is None:
+            raise RuntimeError("the batcher is not running")
         if self._carry is not None:
             jobs, self._carry = [self._carry], None
         else:

@@ -3,7 +3,8 @@
 Status codes: 400 a request the server understood but cannot serve (bad ``dimensions``, malformed
 JSON, a ``dimensions`` the index lacks), 401 a missing or wrong API key, 404 an unknown model or
 no index loaded, 413 too many inputs or too big a body, 422 wrong types, empty inputs and inputs
-past the per-input limits, 500 a bug (logged; the server keeps serving).
+past the per-input limits, 503 (with ``Retry-After``) when the server already holds ``max_pending``
+texts or a request waited past ``request_timeout_s``, 500 a bug (logged; the server keeps serving).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from distill.service.embedder import Overloaded
+
 logger = logging.getLogger("distill.service")
 
 _TYPES = {401: "authentication_error", 404: "not_found_error", 500: "server_error"}
@@ -23,9 +26,10 @@ _TYPES = {401: "authentication_error", 404: "not_found_error", 500: "server_erro
 class APIError(Exception):
     """An error answered to the client as JSON in the OpenAI shape."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
@@ -59,7 +63,11 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param, exc.code)
+        return error_response(exc.status, exc.message, exc.param, exc.code, headers=exc.headers)
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return error_response(503, str(exc), code="overloaded", headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -49,7 +49,7 @@ class GuardMiddleware:
             self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
 
     def _check_key(self, scope: Scope):
-        if self.api_key is None or not scope["path"].startswith("/v1/"):
+        if self.api_key is None or not scope["path"].startswith(("/v1/", "/docs", "/redoc", "/openapi.json")):
             return None  # /health and /metrics stay open for probes and scrapers
         auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = auth.partition(" ")

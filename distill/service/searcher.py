@@ -22,7 +22,8 @@ class Searcher:
 
     @property
     def manifest(self) -> Manifest:
-        assert self._ix is not None
+        if self._ix is None:
+            raise RuntimeError("the index is not open")
         return self._ix.manifest
 
     async def open(self, identity: dict) -> None:
@@ -38,7 +39,8 @@ class Searcher:
 
     def _search(self, xq: np.ndarray, k: int, dim: int) -> list[list[dict]]:
         ix = self._ix
-        assert ix is not None
+        if ix is None:
+            raise RuntimeError("the index is not open")
         xq = normalize_prefix(xq, ix.manifest.width)
         D, I = search_index(ix, xq, k=min(k, ix.manifest.count), dim=dim)
         docs = ix.docs.get(I)

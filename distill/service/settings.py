@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,8 @@ class ServiceSettings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="Texts per forward pass (a bigger request is split).")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a forward pass waits for more requests.")
     max_batch_tokens: int = Field(512, ge=1, description="Padded tokens per transformer forward chunk.")
+    max_pending: int = Field(16_384, ge=1, description="Texts queued or in a forward pass at most; past it -> 503.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a forward pass -> 503.")
 
     # limits: a request past one of these is refused, never half-served
     max_inputs: int = Field(2048, ge=1, description="Inputs (or queries) per request -> 413.")
@@ -37,6 +39,13 @@ class ServiceSettings(BaseSettings):
     max_input_tokens: int = Field(8192, ge=1, description="Ids per token-id input -> 422.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Request body size -> 413.")
     max_k: int = Field(100, ge=1, description="Largest `k` of /v1/search -> 422.")
+
+    @model_validator(mode="after")
+    def _a_full_request_fits(self) -> ServiceSettings:
+        if self.max_pending < self.max_inputs:
+            raise ValueError(f"max_pending ({self.max_pending}) must be at least max_inputs ({self.max_inputs}), "
+                             "or the largest request allowed could never be served")
+        return self
 
     @property
     def served_name(self) -> str:
