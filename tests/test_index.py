@@ -224,3 +224,22 @@ def test_cli_refuses_another_model_and_an_empty_corpus(tmp_path, model, tiny_tex
                             "--out", str(tmp_path / "ix2")])
     assert r.exit_code == 2 and "holds no texts" in r.output
     assert "Traceback" not in r.output
+
+
+def test_estimated_recall_does_not_count_a_query_finding_itself():
+    import faiss
+
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((500, 16)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+
+    class SelfOnly:  # an index that finds each vector itself, then nothing useful
+        def search(self, xq, k):
+            own = np.array([np.flatnonzero((xb == q).all(1))[0] for q in xq])
+            I = np.stack([np.concatenate([[i], (i + 1 + np.arange(k - 1)) % len(xb)]) for i in own])
+            return np.zeros_like(I, dtype=np.float32), I
+
+    assert estimate_recall(SelfOnly(), xb, k=10, nq=50) < 0.1  # was 0.1 + chance with the self-hit counted
+    exact = faiss.IndexFlatIP(16)
+    exact.add(xb)
+    assert estimate_recall(exact, xb, k=10, nq=50) == 1.0

@@ -191,6 +191,7 @@ def test_a_run_without_a_corpus_distils_the_vocabulary(tmp_path, tiny_bert_dir):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "v" / "summary.json").read_text())
     assert summary["train_texts"] == 0 and "train" not in summary and "holdout" not in summary
+    assert "PCA-rotated vocabulary" in summary["note"] and "note: no training texts" in result.output
     import distill
     from distill.pipeline.stages import load_vocab
     from distill.teachers import load_teacher

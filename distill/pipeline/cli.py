@@ -106,6 +106,8 @@ def run_command(
     cfg = RunConfig.from_dict({**options, "train": train})
     summary = run(cfg, resume=resume, until=until)
     typer.echo(f"run folder: {out}")
+    if "note" in summary:
+        typer.echo(f"note: {summary['note']}")
     for section in ("holdout", "sts"):
         if section in summary:
             typer.echo(f"{section}: {json.dumps(summary[section]['student'])}")

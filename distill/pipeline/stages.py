@@ -319,6 +319,10 @@ def evaluate(cfg) -> dict:
                      "stage_seconds": {**meta["seconds"], "train": train_info.get("seconds", 0.0)}}
     if train_info.get("steps"):
         summary["train"] = {k: v for k, v in train_info.items() if k != "hierarchy"}
+    if not meta["texts"]:
+        summary["note"] = ("no training texts: the student is the teacher's PCA-rotated vocabulary (each token's "
+                           "vector alone, cut to the prefix sizes), untrained, so it matches the teacher on "
+                           "tokens by construction; pass --corpus to train it on texts")
     if "hierarchy" in train_info:
         summary["hierarchy"] = train_info["hierarchy"]
     if meta["held"] > 10:  # overlap@10 needs more than 10 held-out texts
