@@ -203,3 +203,32 @@ def test_a_run_without_a_corpus_distils_the_vocabulary(tmp_path, tiny_bert_dir):
     rows = PCARotation.load(tmp_path / "v" / "pca.npz").transform(vocab.pooled)[:, :32]
     np.testing.assert_allclose(student.embed_ids([[int(vocab.ids[5])]])[0], rows[5], atol=1e-5)
     assert load_teacher(tiny_bert_dir, device="cpu").dim == vocab.pooled.shape[1]
+
+
+@pytest.mark.parametrize("teacher", ["tiny_bert_dir", "tiny_gpt2_dir"])
+def test_non_unit_teachers_train_with_the_default_options(tmp_path, teacher, tiny_corpus, request):
+    """Plain BERT mean pooling and GPT-2 last-token states have norms far from 1: targets are scaled to
+    unit RMS norm, so the default learning rate and loss weights work, and training improves on the init."""
+    from distill.pipeline.pca import PCARotation
+    from distill.pipeline.targets import TargetView
+
+    teacher_dir = request.getfixturevalue(teacher)
+
+    def summary(name: str, epochs: int) -> dict:
+        cfg = RunConfig(out=str(tmp_path / name), teacher=str(teacher_dir), corpus=str(tiny_corpus), holdout=40,
+                        dims=(8, 32), targets_dir=str(tmp_path / "targets"), device="cpu",
+                        train=TrainConfig(epochs=epochs, batch_size=32, log_every=1))
+        return run(cfg)
+
+    init, trained = summary("init", 0), summary("trained", 10)
+    norms = np.linalg.norm(TargetView.load(tmp_path / "trained" / "data").pooled(), axis=1)
+    scale = PCARotation.load(tmp_path / "trained" / "pca.npz").scale
+    assert norms.mean() > 3 and scale == pytest.approx(np.sqrt((norms ** 2).mean()), rel=1e-3)
+    steps = [json.loads(ln)["loss"] for ln in (tmp_path / "trained" / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(steps[-5:]) < 0.9 * np.mean(steps[:5])
+
+    def agreement(s: dict) -> float:
+        return float(np.mean([v["sim_spearman"] for v in s["holdout"]["student"].values()]))
+
+    print(f"{teacher}: held-out similarity Spearman init {agreement(init):.3f} -> trained {agreement(trained):.3f}")
+    assert agreement(trained) > agreement(init) + 0.01

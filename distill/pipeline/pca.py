@@ -14,6 +14,10 @@ class PCARotation:
     explained: np.ndarray  # (D_t,) variance along each column
     mean: np.ndarray  # (D_t,) subtracted before rotating when centered (zeros otherwise)
     whiten: bool = False
+    # RMS norm of the fitted vectors: rotated targets are divided by it, so they have unit RMS norm
+    # whatever the teacher (MiniLM's are unit vectors, BERT mean pooling and GPT states have norms in
+    # the tens), and one learning rate and one MSE weight fit every teacher. Cosines are unchanged.
+    scale: float = 1.0
 
     @classmethod
     def fit(cls, x: np.ndarray, center: bool = False, whiten: bool = False) -> PCARotation:
@@ -40,20 +44,27 @@ class PCARotation:
         order = np.argsort(eigval)[::-1]
         eigvec = eigvec[:, order]
         eigvec *= np.sign(eigvec[np.abs(eigvec).argmax(0), range(eigvec.shape[1])])  # deterministic signs
-        return cls(eigvec.astype(np.float32), np.clip(eigval[order], 0, None).astype(np.float32),
-                   mean.astype(np.float32), whiten)
+        explained = np.clip(eigval[order], 0, None)
+        scale = float(np.sqrt(explained.sum())) if explained.sum() > 0 else 1.0
+        return cls(eigvec.astype(np.float32), explained.astype(np.float32), mean.astype(np.float32), whiten,
+                   1.0 if whiten else scale)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         y = (np.asarray(x, dtype=np.float32) - self.mean) @ self.components  # (N, D_t)
+        return (y * self.factors()).astype(np.float32)
+
+    def factors(self) -> np.ndarray:
+        """(D_t,) what each rotated column is multiplied by: 1 / sqrt(variance) when whitening, else 1 / scale."""
         if self.whiten:
-            y = y / np.sqrt(self.explained + 1e-8)
-        return y.astype(np.float32)
+            return (1 / np.sqrt(self.explained + 1e-8)).astype(np.float32)
+        return np.full(len(self.explained), 1 / self.scale, dtype=np.float32)
 
     def save(self, path: str | Path) -> None:
         np.savez(path, components=self.components, explained=self.explained, mean=self.mean,
-                 whiten=np.array(self.whiten))
+                 whiten=np.array(self.whiten), scale=np.array(self.scale))
 
     @classmethod
     def load(cls, path: str | Path) -> PCARotation:
         z = np.load(path)
-        return cls(z["components"], z["explained"], z["mean"], bool(z["whiten"]))
+        return cls(z["components"], z["explained"], z["mean"], bool(z["whiten"]),
+                   float(z["scale"]) if "scale" in z else 1.0)

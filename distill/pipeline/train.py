@@ -142,7 +142,7 @@ class Trainer:
         dev = self.accelerator.device
         self.rotation = torch.from_numpy(pca.components).to(dev)  # (D_t, D_t)
         self.mean = torch.from_numpy(pca.mean).to(dev)  # (D_t,)
-        self.scale = torch.from_numpy(1 / np.sqrt(pca.explained + 1e-8)).to(dev) if pca.whiten else None
+        self.factors = torch.from_numpy(pca.factors()).to(dev)  # (D_t,) whitening, or 1 / the RMS norm
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.step = 0
@@ -150,9 +150,8 @@ class Trainer:
 
     # ---- one micro-batch ----------------------------------------------------------------------
     def _rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., D_t) raw teacher vectors -> PCA-rotated, on the device."""
-        y = (x.float() - self.mean) @ self.rotation
-        return y * self.scale if self.scale is not None else y
+        """(..., D_t) raw teacher vectors -> rotated and scaled as ``PCARotation.transform`` does, on the device."""
+        return ((x.float() - self.mean) @ self.rotation) * self.factors
 
     def _global(self, local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         """Every rank's rows of the micro-batch, this rank's keeping their gradient (``sizes``: rows per rank)."""
