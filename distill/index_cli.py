@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from distill.cli_utils import handle_errors, parse_dims
+from distill.errors import DistillError
 from distill.index.build import IndexType
 
 index_app = typer.Typer(no_args_is_help=True, help="Build and extend FAISS indexes of a corpus, one per prefix size.")
@@ -134,18 +135,30 @@ def compare(
     csv: Annotated[Path | None, typer.Option(help="Also write the metrics table to this CSV (for plots).")] = None,
     text_column: TextColumnOpt = "text",
     batch_size: BatchOpt = 64,
+    pca: Annotated[Path | None, typer.Option(help="The run's pca.npz: adds the rotated teacher's prefixes, the "
+                                             "baseline the student is trained against (default: the pca.npz of "
+                                             "the student's run folder, when there is one).")] = None,
 ) -> None:
     """Compare the student's meaning space with the teacher's, prefix size by prefix size.
 
     Metrics against the teacher's full width: neighbour overlap@k, Spearman of pairwise similarities,
-    linear CKA, mutual-kNN; the teacher's own truncated prefixes are the baseline a student must beat.
+    linear CKA, mutual-kNN. Baselines: `teacher-rotated`, the teacher's PCA-rotated prefixes (what the
+    student is trained to reproduce: the one to hold a student against) and `teacher-prefix`, its raw
+    dimensions cut (a weaker line, shown for reference).
     """
     from distill.index.compare import compare_models
     from distill.models import load_model
+    from distill.pipeline.pca import PCARotation
 
+    if pca is None:
+        found = [p / "pca.npz" for p in (Path(student), Path(student).parent) if (p / "pca.npz").is_file()]
+        pca = found[0] if found else None
+    elif not pca.is_file():
+        raise DistillError(f"--pca {pca} does not exist")
+    rotate = PCARotation.load(pca).transform if pca is not None else None
     texts = _read_texts(corpus, text_column, limit)
     report = compare_models(load_model(teacher), load_model(student), texts, dims=parse_dims(dims), k=k, n_pairs=pairs,
-                            n_examples=examples, batch_size=batch_size, progress=not json_out)
+                            n_examples=examples, batch_size=batch_size, progress=not json_out, rotate=rotate)
     if csv is not None:
         import pandas as pd
 

@@ -89,3 +89,23 @@ def test_cli_compare_json_csv_and_table(tmp_path, tiny_bert_dir, tiny_corpus):
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "teacher-prefix" in r.output and "overlap@5" in r.output and "lost and gained" in r.output
+
+
+def test_compare_holds_the_student_against_the_rotated_teacher(tmp_path, tiny_bert_dir, tiny_corpus, tiny_texts):
+    """With the run's PCA, the rotated teacher's prefixes are a row of their own, and they keep more of the
+    teacher than its raw dimensions cut (the weaker line the report used to show alone)."""
+    from distill.pipeline.pca import PCARotation
+    from distill.teachers import load_teacher
+
+    teacher = load_teacher(tiny_bert_dir, device="cpu")
+    PCARotation.fit(teacher.embed_texts(tiny_texts)).save(tmp_path / "pca.npz")
+    r = CliRunner().invoke(app, ["compare", "--teacher", str(tiny_bert_dir), "--student", str(tiny_bert_dir),
+                                 "--corpus", str(tiny_corpus), "-k", "5", "--dims", "4,8,32", "--limit", "150",
+                                 "--pca", str(tmp_path / "pca.npz"), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {(x["model"], x["dim"]): x for x in json.loads(r.output)["rows"]}
+    for d in (4, 8):
+        assert rows[("teacher-rotated", d)]["spearman"] > rows[("teacher-prefix", d)]["spearman"]
+    bad = CliRunner().invoke(app, ["compare", "--teacher", str(tiny_bert_dir), "--student", str(tiny_bert_dir),
+                                   "--corpus", str(tiny_corpus), "--pca", str(tmp_path / "nope.npz")])
+    assert bad.exit_code == 2 and "does not exist" in bad.output

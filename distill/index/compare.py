@@ -119,9 +119,14 @@ def compare_spaces(x_ref: np.ndarray, x: np.ndarray, dims: list[int], name: str,
 
 def compare_models(teacher, student, texts: list[str], dims: list[int] | None = None, k: int = 10,
                    n_pairs: int = 20_000, n_examples: int = 3, seed: int = 0, batch_size: int = 64,
-                   progress: bool = False) -> dict:
-    """Compare the student's prefixes, and the teacher's own truncated prefixes (the baseline to beat),
-    with the teacher's full-width space over ``texts``.
+                   progress: bool = False, rotate=None) -> dict:
+    """Compare the student's prefixes, and the teacher's own prefixes (the baselines), with the teacher's
+    full-width space over ``texts``.
+
+    Baselines: ``teacher-prefix`` cuts the teacher's raw dimensions; with ``rotate`` (the run's PCA
+    rotation, a function of (N, D_t) arrays, the space the student is trained against)
+    ``teacher-rotated`` cuts the rotated teacher, whose leading dimensions hold the most of it: that
+    is the baseline a student of the same size must be held against.
 
     Returns ``{"reference": ..., "rows": [SpaceComparison dicts], "examples": [...]}``; example
     neighbours are given as texts.
@@ -139,6 +144,10 @@ def compare_models(teacher, student, texts: list[str], dims: list[int] | None = 
     rows, examples = compare_spaces(x_t, x_s, dims, "student", k, n_pairs, seed, example_rows)
     t_dims = [d for d in dims if d < x_t.shape[1]]
     t_rows, _ = compare_spaces(x_t, x_t, t_dims, "teacher-prefix", k, n_pairs, seed)
+    if rotate is not None:  # the rotation keeps every cosine at full width: the reference is unchanged
+        r_rows, _ = compare_spaces(x_t, normalize_prefix(np.asarray(rotate(x_t), dtype=np.float32)), t_dims,
+                                   "teacher-rotated", k, n_pairs, seed)
+        t_rows += r_rows
     for ex in examples:
         for q in ex["queries"]:
             q["text"] = texts[q["row"]]
