@@ -69,6 +69,12 @@ def test_report_shows_the_runs_numbers(tiny_run):
         assert f"<td>{d}</td>" in html  # a row of the quality table per prefix size
         assert f"{summary['sts']['student'][str(d)]['spearman']:.1f}" in html
     assert "kept" in html and 'class="lost"' in html  # the neighbour table has rows
+    # the baseline is the teacher's rotated prefixes (what the student is trained on); the raw cut is shown apart
+    assert "teacher, PCA-rotated prefix" in html and "teacher, raw dims cut" in html
+    rotated, raw = summary["sts"]["teacher_rotated"], summary["sts"]["teacher"]
+    assert rotated["32"]["spearman"] == pytest.approx(raw["32"]["spearman"], abs=1e-3)  # full width: same cosines
+    assert rotated["8"]["spearman"] != pytest.approx(raw["8"]["spearman"], abs=1e-3)
+    assert f"{rotated['8']['spearman']:.1f}" in html
     metrics = [json.loads(ln) for ln in (page.parent / "metrics.jsonl").read_text().splitlines()]
     terms = term_series(metrics)
     assert set(terms) >= {"mse", "cos", "rel"} and set(terms["mse"]) == {8, 16, 32}

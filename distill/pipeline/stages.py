@@ -340,7 +340,14 @@ def evaluate(cfg) -> dict:
         pairs = read_pairs(cfg.sts)
         teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), dtype=cfg.teacher_dtype,
                                pooling=cfg.pooling, layer=cfg.layer, max_length=cfg.max_length)
-        summary["sts"] = {"student": sts_scores(student, pairs, dims), "teacher": sts_scores(teacher, pairs, dims)}
+        pca = PCARotation.load(out / "pca.npz")
+
+        class Rotated:  # the teacher in the run's rotated space: its prefixes are the baseline the student chases
+            def encode(self, texts, batch_size=64, **_):
+                return pca.transform(teacher.embed_texts(list(texts), batch_size=batch_size))
+
+        summary["sts"] = {"student": sts_scores(student, pairs, dims), "teacher": sts_scores(teacher, pairs, dims),
+                          "teacher_rotated": sts_scores(Rotated(), pairs, dims)}
         device = teacher.device
         del teacher
         _release(device)

@@ -40,31 +40,42 @@ def _per_dim(block: dict, key: str) -> tuple[list[int], list[float]]:
 
 
 def quality(data: RunData) -> bytes | None:
-    """Quality against dimension: STS, holdout overlap@10 and token overlap@10, student vs truncated teacher."""
+    """Quality against dimension: STS, holdout overlap@10 and token overlap@10, student vs the teacher's own
+    PCA-rotated prefixes (what it is trained to reproduce), with the raw teacher dims cut as a dotted line."""
     panels = []
     s = data.summary
+
+    def baselines(section: dict) -> tuple[dict, dict | None]:
+        """(rotated teacher prefixes, raw teacher dims cut): the first is the one the student is held against."""
+        if "teacher_rotated" in section:
+            return section["teacher_rotated"], section.get("teacher_truncated", section.get("teacher"))
+        return section.get("teacher_truncated", section.get("teacher")), None  # a summary written before
+
     if "sts" in s:
-        panels.append(("STS Spearman (x100)", s["sts"]["student"], s["sts"]["teacher"], "spearman"))
+        panels.append(("STS Spearman (x100)", s["sts"]["student"], *baselines(s["sts"]), "spearman"))
     if "holdout" in s:
         panels.append(("held-out texts: overlap@10 with the teacher", s["holdout"]["student"],
-                       s["holdout"]["teacher_truncated"], "overlap@10"))
+                       *baselines(s["holdout"]), "overlap@10"))
         panels.append(("held-out texts: similarity Spearman", s["holdout"]["student"],
-                       s["holdout"]["teacher_truncated"], "sim_spearman"))
+                       *baselines(s["holdout"]), "sim_spearman"))
     if data.token_space:
         rows = data.token_space["rows"]
         panels.append((f"word tokens ({data.token_space['n_tokens']}): overlap@10",
                        {str(r["dim"]): {"overlap": r["overlap"]} for r in rows if r["model"] == "student"},
                        {str(r["dim"]): {"overlap": r["overlap"]} for r in rows if r["model"] == "teacher-prefix"},
-                       "overlap"))
+                       None, "overlap"))
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (title, student, teacher, key) in zip(axes[0], panels):
-        for block, label, color, marker in ((teacher, "teacher, truncated", TEACHER, "s"),
-                                            (student, "student", STUDENT, "o")):
+    for ax, (title, student, teacher, raw, key) in zip(axes[0], panels):
+        lines = [(teacher, "teacher, PCA-rotated prefix" if raw is not None or "word tokens" in title
+                  else "teacher, truncated", TEACHER, "s", "-"),
+                 (raw or {}, "teacher, raw dims cut", TEACHER, "x", ":"),
+                 (student, "student", STUDENT, "o", "-")]
+        for block, label, color, marker, style in lines:
             dims, values = _per_dim(block, key)
             if dims:
-                ax.plot(dims, values, marker=marker, color=color, label=label)
+                ax.plot(dims, values, marker=marker, color=color, label=label, linestyle=style)
         _dim_axis(ax, sorted({int(d) for d in student} | {int(d) for d in teacher}))
         ax.set_title(title, fontsize=10)
     axes[0][0].legend(fontsize=8)

@@ -72,13 +72,14 @@ def _quality_table(data: RunData) -> str:
     for d in data.dims:
         key = str(d)
         row = [str(d)]
-        for block in (s.get("sts", {}).get("student", {}), s.get("sts", {}).get("teacher", {})):
+        sts, held = s.get("sts", {}), s.get("holdout", {})
+        for block in (sts.get("student", {}), sts.get("teacher_rotated", {}), sts.get("teacher", {})):
             row.append(f"{block[key]['spearman']:.1f}" if key in block else "–")
-        for block in (s.get("holdout", {}).get("student", {}), s.get("holdout", {}).get("teacher_truncated", {})):
+        for block in (held.get("student", {}), held.get("teacher_rotated", {}), held.get("teacher_truncated", {})):
             row.append(f"{block[key]['overlap@10']:.3f}" if key in block else "–")
         rows.append(row)
-    return _table(["dims", "STS Spearman: student", "teacher, truncated", "overlap@10: student",
-                   "teacher, truncated"], rows)
+    return _table(["dims", "STS Spearman: student", "teacher, PCA-rotated prefix", "teacher, raw dims cut",
+                   "overlap@10: student", "teacher, PCA-rotated prefix", "teacher, raw dims cut"], rows)
 
 
 def _neighbours(data: RunData) -> str:
