@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -207,3 +208,44 @@ def test_unreachable_hub_fails_fast_even_when_dns_hangs(monkeypatch):
     with pytest.raises(TeacherNotFoundError, match="hub cannot be reached"):
         load_teacher("no-such-org/no-such-model-xyz", device="cpu")
     assert time.monotonic() - start < 5
+
+
+def _st_folder(src, dst, **extra_files):
+    import shutil
+
+    shutil.copytree(src, dst)
+    (dst / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (dst / "1_Pooling").mkdir()
+    (dst / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                              "pooling_mode_mean_tokens": True}))
+    for name, content in extra_files.items():
+        (dst / name).write_text(json.dumps(content))
+    return dst
+
+
+def test_sentence_transformers_lower_casing_is_honoured(tmp_path, tiny_gpt2_dir):
+    cased = load_teacher(_st_folder(tiny_gpt2_dir, tmp_path / "cased"), device="cpu")
+    lower = load_teacher(_st_folder(tiny_gpt2_dir, tmp_path / "lower",
+                                    **{"sentence_bert_config.json": {"max_seq_length": 64, "do_lower_case": True}}),
+                         device="cpu")
+    texts = ["The Cat sees A Red House.", "the cat sees a red house."]
+    a = cased.embed_texts(texts)
+    assert np.abs(a[0] - a[1]).max() > 1e-3  # a case-sensitive BPE: the cased teacher tells them apart
+    b = lower.embed_texts(texts)
+    np.testing.assert_allclose(b[0], b[1], atol=1e-6)  # lower-cased first, as SentenceTransformer.encode does
+    np.testing.assert_allclose(b[1], a[1], atol=1e-5)
+    assert lower.identity()["lowercase"] and not cased.identity()["lowercase"]  # never one target store
+
+
+def test_a_prompt_applied_by_default_is_refused_with_what_to_do(tmp_path, tiny_gpt2_dir):
+    from distill.errors import DistillError
+
+    folder = _st_folder(tiny_gpt2_dir, tmp_path / "e5", **{"config_sentence_transformers.json": {
+        "prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"}})
+    with pytest.raises(DistillError, match="puts the prompt 'query: '.*without default_prompt_name"):
+        load_teacher(folder, device="cpu")
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "query: "},
+                                                                          "default_prompt_name": None}))
+    assert load_teacher(folder, device="cpu").kind.value == "sentence-transformers"  # prompts used only on request

@@ -92,8 +92,11 @@ def _is_decoder(config) -> bool:
     )
 
 
-def _read_st_folder(path: Path) -> tuple[Path, Pooling, bool, int | None]:
-    """Read a sentence-transformers folder: (transformer folder, pooling, normalize, max_seq_length)."""
+def _read_st_folder(path: Path) -> tuple[Path, Pooling, bool, int | None, bool]:
+    """Read a sentence-transformers folder: (transformer folder, pooling, normalize, max_seq_length, do_lower_case).
+
+    :raises DistillError: Dense modules, an unsupported pooling, or a prompt applied by default.
+    """
     modules = json.loads((path / "modules.json").read_text())
     transformer_dir, pooling, normalize = path, Pooling.MEAN, False
     for m in modules:
@@ -110,11 +113,24 @@ def _read_st_folder(path: Path) -> tuple[Path, Pooling, bool, int | None]:
             normalize = True
         elif kind.endswith("Dense"):
             raise DistillError(f"sentence-transformers Dense modules are not supported yet ({path})")
-    max_len = None
-    st_cfg = path / "sentence_bert_config.json"
-    if st_cfg.is_file():
-        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
-    return transformer_dir, pooling, normalize, max_len
+    max_len, lowercase = None, False
+    for st_cfg in (transformer_dir / "sentence_bert_config.json", path / "sentence_bert_config.json"):
+        if st_cfg.is_file():
+            cfg = json.loads(st_cfg.read_text())
+            max_len, lowercase = cfg.get("max_seq_length"), bool(cfg.get("do_lower_case", False))
+            break
+    top = path / "config_sentence_transformers.json"
+    if top.is_file():
+        cfg = json.loads(top.read_text())
+        name = cfg.get("default_prompt_name")
+        prompt = (cfg.get("prompts") or {}).get(name) if name else None
+        if prompt:
+            # SentenceTransformer.encode puts this prompt before every text by default: targets without it would
+            # differ from what users of this model get, silently
+            raise DistillError(f"the sentence-transformers teacher {path} puts the prompt {prompt!r} "
+                               f"(default_prompt_name {name!r}) before every text, which distill does not do yet: "
+                               "pass a copy of the folder without default_prompt_name to distil it without the prompt")
+    return transformer_dir, pooling, normalize, max_len, lowercase
 
 
 class Teacher:
@@ -129,6 +145,7 @@ class Teacher:
         self.source, self.model, self.tokenizer = source, model, tokenizer
         self.kind, self.pooling, self.layer, self.normalize = kind, pooling, layer, normalize
         self.max_length, self.device = max_length, device
+        self.lowercase = False
         self._fingerprint: str | None = None
         self._prefix, self._suffix = self._special_frame()
         self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
@@ -149,7 +166,7 @@ class Teacher:
         return {"name": self.source.name, "weights": self.fingerprint, "kind": self.kind.value,
                 "pooling": self.pooling.value, "layer": self.layer, "normalize": self.normalize,
                 "max_length": self.max_length, "dim": self.dim, "dtype": str(self.dtype).removeprefix("torch."),
-                "autocast": False}
+                "autocast": False, "lowercase": self.lowercase}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -172,7 +189,8 @@ class Teacher:
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
         """Token ids with special tokens, truncated to the model's limit; returns (ids, n_truncated)."""
         room = self.max_length - len(self._prefix) - len(self._suffix)
-        bare = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
+        bare = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         n_truncated = sum(len(ids) > room for ids in bare)
         return [self.frame(ids[:room]) for ids in bare], n_truncated
 
@@ -294,10 +312,10 @@ def load_teacher(spec: str | Path | None = None, device: str | torch.device | No
 
     source = resolve_teacher(spec)
     device = resolve_device(device)
-    model_dir, st_max_len, normalize = source.path, None, False
+    model_dir, st_max_len, normalize, lowercase = source.path, None, False, False
     if (source.path / "modules.json").is_file():
         kind = TeacherKind.SENTENCE_TRANSFORMERS
-        model_dir, default_pooling, normalize, st_max_len = _read_st_folder(source.path)
+        model_dir, default_pooling, normalize, st_max_len, lowercase = _read_st_folder(source.path)
     else:
         config = AutoConfig.from_pretrained(source.path)
         kind = TeacherKind.DECODER if _is_decoder(config) else TeacherKind.ENCODER
@@ -317,5 +335,6 @@ def load_teacher(spec: str | Path | None = None, device: str | torch.device | No
     n_layers = model.config.num_hidden_layers
     if not -n_layers - 1 <= layer <= n_layers:
         raise DistillError(f"layer {layer} out of range for a {n_layers}-layer teacher")
-    return Teacher(source, model, tokenizer, kind, pooling, layer, normalize,
-                   min(x for x in limits if x), device)
+    teacher = Teacher(source, model, tokenizer, kind, pooling, layer, normalize, min(x for x in limits if x), device)
+    teacher.lowercase = lowercase  # sentence-transformers' do_lower_case: texts are lower-cased before tokenizing
+    return teacher
