@@ -192,6 +192,8 @@ def test_a_run_without_a_corpus_distils_the_vocabulary(tmp_path, tiny_bert_dir):
     summary = json.loads((tmp_path / "v" / "summary.json").read_text())
     assert summary["train_texts"] == 0 and "train" not in summary and "holdout" not in summary
     assert "PCA-rotated vocabulary" in summary["note"] and "note: no training texts" in result.output
+    page = (tmp_path / "v" / "report.html").read_text(encoding="utf-8")
+    assert "<strong>Note:</strong> no training texts: the student is the teacher&#x27;s PCA-rotated" in page
     import distill
     from distill.pipeline.stages import load_vocab
     from distill.teachers import load_teacher

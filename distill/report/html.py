@@ -137,6 +137,8 @@ def render(data: RunData, figures: dict[str, bytes]) -> str:
              f"<p class=\"sub\">{escape(data.summary.get('student', '?'))} student of {escape(str(teacher))}, "
              f"prefix sizes {', '.join(map(str, data.dims))}</p>",
              "<nav>" + "".join(f'<a href="#{k}">{escape(v)}</a>' for k, v in SECTIONS.items()) + "</nav>"]
+    if data.summary.get("note"):  # e.g. a run without texts: teacher and student curves coincide, and why
+        parts.append(f'<p class="note"><strong>Note:</strong> {escape(data.summary["note"])}</p>')
     for key, heading in SECTIONS.items():
         parts.append(f'<section id="{key}"><h2>{escape(heading)}</h2>')
         if key in _CAPTIONS:
