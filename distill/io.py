@@ -47,23 +47,6 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> dict:
-    """Write ``path`` atomically through ``write(f)``; returns ``{"bytes": n, "sha256": hex}`` of its content."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as raw:
-            f = _HashingFile(raw)
-            write(f)  # type: ignore[arg-type]
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return {"bytes": f.size, "sha256": f.sha.hexdigest()}
-
-
 @contextmanager
 def atomic_path(path: str | Path):
     """For writers that want a path (pyarrow, torch.save): yields a temporary path in the same folder,
@@ -78,6 +61,14 @@ def atomic_path(path: str | Path):
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> dict:
+    """Write ``path`` atomically through ``write(f)``; returns ``{"bytes": n, "sha256": hex}`` of its content."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        f = _HashingFile(raw)
+        write(f)  # type: ignore[arg-type]
+    return {"bytes": f.size, "sha256": f.sha.hexdigest()}
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> dict:

@@ -26,7 +26,8 @@ def sif_log_weights(counts: np.ndarray, a: float = 1e-3) -> np.ndarray:
 
 def init_static(student: StaticStudent | TransformerStudent, vocab_ids: np.ndarray, vocab_targets: np.ndarray,
                 pca: PCARotation, tokens: TokenArrays | None = None, rows: np.ndarray | None = None,
-                targets: TargetView | None = None, ridge: float = 1e-3, chunk: int = 16384) -> None:
+                targets: TargetView | None = None, counts: np.ndarray | None = None, ridge: float = 1e-3,
+                chunk: int = 16384) -> None:
     """Token table = the teacher's vocab targets, PCA-rotated and cut to the student's width.
 
     Used for static students and for the static part of transformer students.
@@ -36,6 +37,9 @@ def init_static(student: StaticStudent | TransformerStudent, vocab_ids: np.ndarr
     vectors to the rotated text targets (a weighted mean commutes with a linear map, so the map
     folds into the table). The normal equations are summed chunk by chunk: memory stays at a
     chunk, whatever the corpus.
+
+    :param counts: (V,) token counts of the texts ``rows``, when the caller has them already
+        (otherwise counted here, one more pass over the token ids).
     """
     D = student.dim
     V = student.config.vocab_size
@@ -45,7 +49,8 @@ def init_static(student: StaticStudent | TransformerStudent, vocab_ids: np.ndarr
     log_w[vocab_ids] = 0.0
     texts = tokens is not None and rows is not None and len(rows) > 0
     if texts:
-        log_w[vocab_ids] = sif_log_weights(tokens.token_counts(rows, V))[vocab_ids]
+        counts = tokens.token_counts(rows, V) if counts is None else counts
+        log_w[vocab_ids] = sif_log_weights(counts)[vocab_ids]
     with torch.no_grad():
         student.embedding.copy_(torch.from_numpy(table))
         student.log_weight.copy_(torch.from_numpy(log_w))

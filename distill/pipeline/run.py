@@ -116,10 +116,7 @@ def check_corpus(cfg: RunConfig) -> int:
     if not cfg.corpus:
         return 0
     n = sum(1 for _ in Corpus(cfg.corpus, text_column=cfg.text_column, limit=cfg.limit))
-    n_held = min(1000, n // 10) if cfg.holdout is None else cfg.holdout
-    if n - n_held < max(n_held, 2):
-        raise DistillError(f"the corpus has {n} texts: too few to train on after a holdout of {n_held} "
-                           "(lower --holdout)")
+    stages.holdout_size(n, cfg.holdout)
     return n
 
 

@@ -60,6 +60,18 @@ def _student_dims(dims, teacher_dim: int) -> list[int]:
     return kept
 
 
+def holdout_size(n: int, holdout: int | None) -> int:
+    """Texts held out of ``n`` (default: 10%, at most 1000).
+
+    :raises DistillError: when too few would be left to train on.
+    """
+    n_held = min(1000, n // 10) if holdout is None else holdout
+    if n and n - n_held < max(n_held, 2):
+        raise DistillError(f"the corpus has {n} texts: too few to train on after a holdout of {n_held} "
+                           "(lower --holdout)")
+    return n_held
+
+
 def _release(device: torch.device) -> None:
     """After the caller dropped its teacher: collect it and return its GPU memory, which the student needs."""
     gc.collect()
@@ -73,18 +85,13 @@ def _vocab(cfg, teacher, corpus: Corpus | None, data: Path, main: bool):
     from tokenizers import Tokenizer
 
     if cfg.tokenizer == "char":
-        from collections import Counter
-
-        from distill.hierarchy.chars import char_tokenizer, frequent_chars
+        from distill.hierarchy.chars import char_tokenizer, corpus_chars
 
         if cfg.student != "static":
             raise DistillError("--tokenizer char needs --student static")
         if corpus is None:
             raise DistillError("--tokenizer char needs --corpus: the characters come from its texts")
-        counts: Counter = Counter()
-        for text in corpus:
-            counts.update(c for c in text if not c.isspace())
-        chars = frequent_chars(counts)
+        chars = corpus_chars(corpus)  # streams: the corpus is read once, not held
         view = label(teacher, TargetKind.TEXT, cfg.targets_dir, chars, batch_size=256, progress=False)
         ids, strings, input_embeddings = np.arange(1, len(chars) + 1, dtype=np.int64), chars, None
         tokenizer = char_tokenizer(chars)
@@ -156,10 +163,7 @@ def prepare(cfg) -> None:
         state.wait_for_everyone()
         return
     n = len(view) if view is not None else 0
-    n_held = min(1000, n // 10) if cfg.holdout is None else cfg.holdout
-    if n and n - n_held < max(n_held, 2):
-        raise DistillError(f"the corpus has {n} texts: too few to train on after a holdout of {n_held} "
-                           "(lower --holdout)")
+    n_held = holdout_size(n, cfg.holdout)
     order = np.random.default_rng(cfg.train.seed).permutation(n)
     held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
     np.savez(data / "split.npz", train=train, held=held)
@@ -255,13 +259,14 @@ def train(cfg, resume: bool = False) -> dict:
     train_idx = split["train"]
     tokens = TokenArrays(data)
     view = TargetView.load(data, "targets") if meta["texts"] else None
+    # one pass over the token ids: SIF weights and the emergent hierarchy both start from these counts
+    counts = tokens.token_counts(train_idx, config.vocab_size) if view is not None else None
     init_static(student, vocab.ids, vocab.pooled, pca, tokens=tokens if view is not None else None,
-                rows=train_idx, targets=view)
+                rows=train_idx, targets=view, counts=counts)
     if cfg.student == "transformer":
         if view is None:
             raise DistillError("a transformer student needs texts to learn from: pass --corpus")
         init_transformer(student, vocab.input_embeddings, vocab.ids)
-    counts = tokens.token_counts(train_idx, config.vocab_size) if view is not None else None
     hierarchy = start_hierarchy(cfg.hierarchy, student, vocab, counts, pca, cfg.train.seed)
     result: dict = {"steps": 0}
     if view is not None:

@@ -378,7 +378,8 @@ def label(teacher: Teacher, kind: TargetKind | str, root: str | Path, texts: Ite
         store.create()
     state.wait_for_everyone()
 
-    shard, _ = store.index().lookup(keys)
+    index = store.index()
+    shard, row = index.lookup(keys)
     missing = np.flatnonzero(shard < 0)
     if len(missing):  # each missing key once, at its first position in the corpus
         _, first = np.unique(keys[missing], axis=0, return_index=True)
@@ -398,8 +399,9 @@ def label(teacher: Teacher, kind: TargetKind | str, root: str | Path, texts: Ite
     if mine:
         _label_chunks(teacher, store, keys, items, mine, batch_size, progress and state.is_main_process)
     state.wait_for_everyone()
-    index = store.index()
-    shard, row = index.lookup(keys)
+    if len(missing):  # every rank cut the same missing set: all or none of them labeled something
+        index = store.index()
+        shard, row = index.lookup(keys)
     if (shard < 0).any():
         raise DistillError(f"{int((shard < 0).sum())} {kind.value} targets are missing from {store.folder} "
                            "after labeling (was the cache changed meanwhile?); rerun")
