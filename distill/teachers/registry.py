@@ -59,7 +59,7 @@ def _not_found(spec: str, detail: str) -> TeacherNotFoundError:
     aliases = ", ".join(TEACHER_ALIASES)
     return TeacherNotFoundError(
         f"teacher {spec!r} not found: {detail}. Pass a local model folder (--teacher /path/to/folder, "
-        f"e.g. from `../shared/scripts/get-teacher minilm`), an alias available offline ({aliases}; "
+        f"holding config.json and the weights), an alias available offline ({aliases}; "
         "see `distill teachers`), or a Hugging Face id already in the cache."
     )
 
