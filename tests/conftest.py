@@ -134,3 +134,19 @@ def tiny_llama_dir(tmp_path_factory, tiny_texts) -> Path:
     LlamaForCausalLM(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def forward_calls(monkeypatch) -> list[int]:
+    """Counts the teacher's forward passes: one entry (the batch size) per call."""
+    from distill.teachers.teacher import Teacher
+
+    calls: list[int] = []
+    original = Teacher.forward
+
+    def counting(self, seqs, **kwargs):
+        calls.append(len(seqs))
+        return original(self, seqs, **kwargs)
+
+    monkeypatch.setattr(Teacher, "forward", counting)
+    return calls

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 from distill.cli import app
 from distill.pipeline.run import RunConfig, run
 from distill.pipeline.train import TrainConfig
-from distill.teachers.teacher import Teacher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,15 +72,8 @@ def test_stages_run_alone_give_what_one_run_gives(tmp_path, tiny_bert_dir, tiny_
     assert all(np.array_equal(a[k], v) for k, v in _weights(tmp_path / "whole").items())
 
 
-def test_a_grown_corpus_labels_only_its_new_texts(tmp_path, tiny_bert_dir, tiny_texts, monkeypatch):
-    labeled: list[int] = []
-    original = Teacher.forward
-
-    def counting(self, seqs, **kwargs):
-        labeled.append(len(seqs))
-        return original(self, seqs, **kwargs)
-
-    monkeypatch.setattr(Teacher, "forward", counting)
+def test_a_grown_corpus_labels_only_its_new_texts(tmp_path, tiny_bert_dir, tiny_texts, forward_calls):
+    labeled = forward_calls
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(tiny_texts[:150]) + "\n", encoding="utf-8")
 

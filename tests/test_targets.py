@@ -27,20 +27,6 @@ def bert(tiny_bert_dir) -> Teacher:
     return load_teacher(tiny_bert_dir, device="cpu")
 
 
-@pytest.fixture
-def forward_calls(monkeypatch) -> list[int]:
-    """Counts the teacher's forward passes: one entry (the batch size) per call."""
-    calls: list[int] = []
-    original = Teacher.forward
-
-    def counting(self, seqs, **kwargs):
-        calls.append(len(seqs))
-        return original(self, seqs, **kwargs)
-
-    monkeypatch.setattr(Teacher, "forward", counting)
-    return calls
-
-
 def _files(folder: Path) -> dict[str, bytes]:
     """Every file under folder (relative path -> bytes), leaving out stale temporary files."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
