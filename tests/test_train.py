@@ -13,11 +13,12 @@ from distill.pipeline.run import RunConfig, run
 from distill.pipeline.train import TrainConfig, Trainer
 
 
-def _cfg(tmp_path, teacher_dir, corpus, name="run", student="static", **train) -> RunConfig:
+def _cfg(tmp_path, teacher_dir, corpus, name="run", student="static", hierarchy=None, **train) -> RunConfig:
     train = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "checkpoint_every": 5, "log_every": 1, **train}
+    extra = {"hierarchy": hierarchy} if hierarchy else {}
     return RunConfig(out=str(tmp_path / name), teacher=str(teacher_dir), corpus=str(corpus), holdout=20,
                      dims=(8, 16, 32), targets_dir=str(tmp_path / "targets"), student=student, width=32,
-                     n_heads=2, train=TrainConfig(**train))
+                     n_heads=2, train=TrainConfig(**train), **extra)
 
 
 def _weights(folder):
@@ -41,9 +42,17 @@ def test_static_student_drives_the_loss_down(tmp_path, tiny_bert_dir, tiny_corpu
     assert set(summary["holdout"]["student"]) == {"8", "16", "32"}
 
 
-@pytest.mark.parametrize("student", ["static", "transformer"])
+@pytest.mark.parametrize("student", ["static", "transformer", "emergent"])
 def test_killed_run_resumed_ends_with_the_same_weights(tmp_path, tiny_bert_dir, tiny_corpus, monkeypatch, student):
-    run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, "straight", student=student))
+    # "emergent": groups re-clustered from the student every 3 steps and sampled 6 tokens a call, so
+    # the checkpoint must carry the refreshed groups and the sampling counter to resume exactly
+    hierarchy = None
+    if student == "emergent":
+        from distill.hierarchy import HierarchyConfig
+
+        student, hierarchy = "static", HierarchyConfig(emergent=True, branching=(2, 3), min_size=2,
+                                                       refresh_every=3, sample=6, weight=1.0)
+    run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, "straight", student=student, hierarchy=hierarchy))
 
     original = Trainer._loss
 
@@ -53,7 +62,7 @@ def test_killed_run_resumed_ends_with_the_same_weights(tmp_path, tiny_bert_dir, 
         return original(self, idx)
 
     monkeypatch.setattr(Trainer, "_loss", dies_at_step_8)
-    cfg = _cfg(tmp_path, tiny_bert_dir, tiny_corpus, "killed", student=student)
+    cfg = _cfg(tmp_path, tiny_bert_dir, tiny_corpus, "killed", student=student, hierarchy=hierarchy)
     with pytest.raises(KeyboardInterrupt):
         run(cfg)
     assert not (tmp_path / "killed" / "student").exists()
@@ -69,6 +78,8 @@ def test_killed_run_resumed_ends_with_the_same_weights(tmp_path, tiny_bert_dir, 
         assert np.array_equal(a[k], b[k]), k
     metrics = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert metrics == sorted(set(metrics))  # no step logged twice after the resume
+    if hierarchy:
+        assert (tmp_path / "killed" / "groups.json").read_text() == (tmp_path / "straight" / "groups.json").read_text()
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, tiny_bert_dir, tiny_corpus, monkeypatch):

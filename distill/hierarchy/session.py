@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.errors import DistillError
+from distill.io import save_text
 from distill.hierarchy.config import HierarchyConfig
 from distill.hierarchy.emergent import emergent_hierarchy
 from distill.hierarchy.groups import load_groups
@@ -43,7 +44,7 @@ class HierarchySession:
         self.cfg, self.hierarchy, self.strings, self.teacher_rows = cfg, hierarchy, strings, teacher_rows
         self.term = HierarchyLoss(_levels(hierarchy), weight=cfg.weight, temperature=cfg.temperature,
                                   sample=cfg.sample, refresh_every=cfg.refresh_every if cfg.emergent else 0,
-                                  refresh=self._refresh, seed=seed)
+                                  refresh=self._refresh, restore=self._restore, seed=seed)
         self.seed = seed
         for lv in hierarchy.levels:
             logger.info("%s groups at prefix %d: %s", hierarchy.source, lv.prefix,
@@ -53,13 +54,17 @@ class HierarchySession:
     def terms(self) -> dict:
         return {"hier": self.term}
 
-    def _refresh(self, student) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    def _refresh(self, student) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], dict]:
         ids = np.array(sorted(i for g in self.hierarchy.levels[0].groups for i in g.ids), dtype=np.int64)
         rows = student.embedding.detach().float().cpu().numpy()[ids]  # (n, D)
         self.hierarchy = emergent_hierarchy(ids, rows, student.dims, self.cfg.branching, self.cfg.min_size,
                                             self.cfg.threshold, seed=self.seed)
         self.hierarchy.meta["refreshed_from"] = "student"
-        return _levels(self.hierarchy)
+        return _levels(self.hierarchy), self.hierarchy.to_json({})
+
+    def _restore(self, saved: dict) -> None:
+        """A resumed run picks up the groups its checkpoint was trained against."""
+        self.hierarchy = Hierarchy.from_json(saved)
 
     def finish(self, out: str | Path, student: StaticStudent) -> dict:
         """Write ``<out>/groups.json`` (typical tokens by the trained student) and return the cohesion numbers."""
@@ -72,7 +77,7 @@ class HierarchySession:
             if self.teacher_rows is not None:
                 row["teacher"] = cohesion(self.teacher_rows[:, :lv.prefix], *lv.labels())
             levels.append(row)
-        Path(out, GROUPS_NAME).write_text(json.dumps(data, indent=1, ensure_ascii=False))
+        save_text(Path(out, GROUPS_NAME), json.dumps(data, indent=1, ensure_ascii=False))
         return {"source": self.hierarchy.source, "levels": levels}
 
 

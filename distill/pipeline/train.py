@@ -87,14 +87,15 @@ def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, keep: int = 2) -> Path:
+def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, terms: dict, keep: int = 2) -> Path:
     from distill.io import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
     with atomic_path(path) as tmp:
         torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict()}, tmp)
+                    "scheduler": scheduler.state_dict(),
+                    "terms": {name: term.state_dict() for name, term in terms.items()}}, tmp)
     for _, old in _checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -240,6 +241,9 @@ class Trainer:
                 self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.scheduler.load_state_dict(state["scheduler"])
+                for name, term_state in state.get("terms", {}).items():  # e.g. the hierarchy's groups
+                    if name in self.loss_fn.extra_terms:
+                        self.loss_fn.extra_terms[name].load_state_dict(term_state)
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to the one before
                 logger.warning("checkpoint %s does not load (%s: %s); trying the one before it", path.name,
                                type(e).__name__, str(e)[:200])
@@ -349,5 +353,5 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             _save_checkpoint(self.checkpoint_dir, self.step, self.accelerator.unwrap_model(self.model),
-                             self.optimizer, self.scheduler)
+                             self.optimizer, self.scheduler, self.loss_fn.extra_terms)
         self.accelerator.wait_for_everyone()

@@ -11,6 +11,7 @@ batch, so :class:`NestedLoss` calls it as ``term(prefix, d, model=student)``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,17 +31,20 @@ def token_rows(student: nn.Module) -> torch.Tensor:
 class HierarchyLoss(nn.Module):
     def __init__(self, levels: Sequence[tuple[int, np.ndarray, np.ndarray]], weight: float = 1.0,
                  temperature: float = 0.1, sample: int = 4096, refresh_every: int = 0,
-                 refresh: Callable[[nn.Module], Sequence[tuple[int, np.ndarray, np.ndarray]]] | None = None,
-                 seed: int = 0):
+                 refresh: Callable[[nn.Module], tuple[Sequence[tuple[int, np.ndarray, np.ndarray]], dict]] | None = None,
+                 restore: Callable[[dict], None] | None = None, seed: int = 0):
         """
         :param levels: ``(d, ids, labels)`` per level: the prefix size, (n,) token ids, (n,) group index.
         :param sample: at most this many tokens of a level per evaluation (drawn afresh each time).
-        :param refresh: called with the student every ``refresh_every`` optimizer steps; returns new levels.
+        :param refresh: called with the student every ``refresh_every`` optimizer steps; returns the new
+            levels and a JSON-ready dict describing them for the caller (kept in checkpoints).
+        :param restore: called with that dict when a checkpoint taken after a refresh is loaded.
         """
         super().__init__()
         self.weight, self.temperature, self.sample = weight, temperature, sample
-        self.refresh_every, self.refresh, self.seed = refresh_every, refresh, seed
+        self.refresh_every, self.refresh, self.restore, self.seed = refresh_every, refresh, restore, seed
         self.calls = 0
+        self.refreshed: dict | None = None  # the refresh's description of the levels in use, if refreshed
         self.set_levels(levels)
 
     def set_levels(self, levels: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> None:
@@ -76,7 +80,22 @@ class HierarchyLoss(nn.Module):
     def on_step(self, step: int, student: nn.Module) -> None:
         """Called by the trainer after each optimizer step: re-derive the groups every ``refresh_every``."""
         if self.refresh is not None and self.refresh_every and step % self.refresh_every == 0:
-            self.set_levels(self.refresh(student))
+            levels, self.refreshed = self.refresh(student)
+            self.set_levels(levels)
+
+    # The sampling counter and refreshed levels are training state: a resumed run must draw the same
+    # samples against the same groups. nn.Module's extra state puts them in ``state_dict()``, which the
+    # trainer saves with each checkpoint (plain ints, strings and tensors: loadable with weights_only).
+    def get_extra_state(self) -> dict:
+        return {"calls": self.calls, "levels": [[d, ids, labels] for d, ids, labels in self.levels],
+                "refreshed": json.dumps(self.refreshed) if self.refreshed is not None else ""}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.calls = int(state["calls"])
+        self.levels = [(int(d), ids.long(), labels.long()) for d, ids, labels in state["levels"]]
+        self.refreshed = json.loads(state["refreshed"]) if state["refreshed"] else None
+        if self.refreshed is not None and self.restore is not None:
+            self.restore(self.refreshed)
 
     def get_config_dict(self) -> dict:
         return {"weight": self.weight, "temperature": self.temperature, "sample": self.sample,
