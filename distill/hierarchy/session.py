@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from distill.errors import DistillError
-from distill.io import save_text
 from distill.hierarchy.config import HierarchyConfig
 from distill.hierarchy.emergent import emergent_hierarchy
 from distill.hierarchy.groups import load_groups
 from distill.hierarchy.tree import Hierarchy, cohesion
+from distill.io import save_text
 from distill.students import StaticStudent
 from distill.students.losses import HierarchyLoss
 

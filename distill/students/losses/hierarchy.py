@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+Levels = Sequence[tuple[int, np.ndarray, np.ndarray]]  # (prefix size, token ids, group index) per level
+
 
 def token_rows(student: nn.Module) -> torch.Tensor:
     """The student's (V, D) token rows; only students with a token table carry groups."""
@@ -31,7 +33,7 @@ def token_rows(student: nn.Module) -> torch.Tensor:
 class HierarchyLoss(nn.Module):
     def __init__(self, levels: Sequence[tuple[int, np.ndarray, np.ndarray]], weight: float = 1.0,
                  temperature: float = 0.1, sample: int = 4096, refresh_every: int = 0,
-                 refresh: Callable[[nn.Module], tuple[Sequence[tuple[int, np.ndarray, np.ndarray]], dict]] | None = None,
+                 refresh: Callable[[nn.Module], tuple[Levels, dict]] | None = None,
                  restore: Callable[[dict], None] | None = None, seed: int = 0):
         """
         :param levels: ``(d, ids, labels)`` per level: the prefix size, (n,) token ids, (n,) group index.
