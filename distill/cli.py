@@ -78,7 +78,7 @@ def targets(
     """
     from distill.devices import distributed_state, run_device
     from distill.pipeline.corpus import Corpus
-    from distill.pipeline.targets import TargetKind, TargetStore, label
+    from distill.pipeline.targets import TargetKind, TargetStore, label, store_identity
     from distill.teachers import load_teacher
 
     try:
@@ -101,7 +101,7 @@ def targets(
                      max_length=max_length)
     for kind in wanted:
         if verify and state.is_main_process:
-            store = TargetStore(out, t.identity(), kind, t.dim)
+            store = TargetStore(out, store_identity(t, kind), kind, t.dim)
             if store.folder.is_dir():
                 n = len(list(store.folder.glob("shard-*.json")))
                 bad = store.verify()

@@ -249,3 +249,27 @@ def test_a_prompt_applied_by_default_is_refused_with_what_to_do(tmp_path, tiny_g
     (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "query: "},
                                                                           "default_prompt_name": None}))
     assert load_teacher(folder, device="cpu").kind.value == "sentence-transformers"  # prompts used only on request
+
+
+def test_decoder_vocab_targets_are_framed_like_a_token_inside_a_text(tiny_gpt2_dir, tiny_llama_dir, tiny_bert_dir):
+    import torch
+
+    gpt2 = load_teacher(str(tiny_gpt2_dir))  # adds no BOS: a token alone would sit on the position-0 sink
+    eot = gpt2.tokenizer.eos_token_id
+    assert gpt2.vocab_context() == [eot]
+    ids, _ = gpt2.vocab()
+    ids = ids[:5]
+    got = gpt2.vocab_targets(ids)
+    for row, i in zip(got, ids):  # last pooling: the token's state after <|endoftext|>, at position 1
+        with torch.no_grad():
+            hidden = gpt2.model(input_ids=torch.tensor([[eot, int(i)]])).last_hidden_state[0, 1]
+        np.testing.assert_allclose(row, hidden.numpy(), rtol=1e-5, atol=1e-5)
+    alone = gpt2.embed_ids([[int(i)] for i in ids])  # the old framing: position 0
+    assert not np.allclose(got, alone, atol=1e-3)
+
+    mean = load_teacher(str(tiny_gpt2_dir), pooling="mean")  # the context token is not pooled
+    np.testing.assert_allclose(mean.vocab_targets(ids), got, rtol=1e-5, atol=1e-5)
+
+    # models that frame tokens themselves (BOS of a Llama tokenizer, [CLS] … [SEP]) get nothing added
+    assert load_teacher(str(tiny_llama_dir)).vocab_context() == []
+    assert load_teacher(str(tiny_bert_dir)).vocab_context() == []

@@ -75,6 +75,15 @@ def store_key(identity: dict, kind: TargetKind) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def store_identity(teacher: Teacher, kind: TargetKind | str) -> dict:
+    """What a store's targets depend on: the teacher's identity, plus how vocabulary tokens are framed
+    when the teacher adds context to them (decoders without a BOS; see ``Teacher.vocab_context``)."""
+    identity = teacher.identity()
+    if TargetKind(kind) is TargetKind.VOCAB and teacher.vocab_context():
+        identity["vocab_context"] = teacher.vocab_context()
+    return identity
+
+
 def _parts(kind: TargetKind) -> tuple[str, ...]:
     return ("keys", "pooled", "tokens", "offsets", "ids") if kind is TargetKind.TOKEN else ("keys", "pooled")
 
@@ -335,8 +344,9 @@ def _warn_old_layout(root: Path) -> None:
 def _label_shard(teacher: Teacher, store: TargetStore, name: str, keys: np.ndarray, items: list,
                  batch_size: int) -> None:
     """Run the teacher over one shard's items (texts, or token ids for the vocabulary) and write it."""
+    skip = 0
     if store.kind is TargetKind.VOCAB:
-        seqs, n_truncated = [teacher.frame([int(i)]) for i in items], 0
+        (seqs, skip), n_truncated = teacher.vocab_seqs(items), 0
     else:
         seqs, n_truncated = teacher.tokenize(items)
     if store.kind is TargetKind.TOKEN:
@@ -344,7 +354,7 @@ def _label_shard(teacher: Teacher, store: TargetStore, name: str, keys: np.ndarr
         ids = np.fromiter((i for s in seqs for i in s), dtype=np.int32, count=int(offsets[-1]))
         store.write_shard(name, keys, pooled, n_truncated, tokens=flat, offsets=offsets, ids=ids)
     else:
-        store.write_shard(name, keys, teacher.embed_ids(seqs, batch_size=batch_size), n_truncated)
+        store.write_shard(name, keys, teacher.embed_ids(seqs, batch_size=batch_size, skip=skip), n_truncated)
 
 
 def label(teacher: Teacher, kind: TargetKind | str, root: str | Path, texts: Iterable[str] | None = None,
@@ -363,7 +373,7 @@ def label(teacher: Teacher, kind: TargetKind | str, root: str | Path, texts: Ite
     shard_size = shard_size or (1024 if kind is TargetKind.TOKEN else 4096)
     root = Path(root)
     state = distributed_state()
-    store = TargetStore(root, teacher.identity(), kind, teacher.dim)
+    store = TargetStore(root, store_identity(teacher, kind), kind, teacher.dim)
     if kind is TargetKind.VOCAB:
         vocab_ids, strings = teacher.vocab()
         items, keys = vocab_ids.tolist(), vocab_keys(vocab_ids)

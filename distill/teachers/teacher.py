@@ -186,6 +186,27 @@ class Teacher:
     def frame(self, content: list[int]) -> list[int]:
         return self._prefix + list(content) + self._suffix
 
+    def vocab_context(self) -> list[int]:
+        """Tokens put before a vocabulary token alone, attended to but not pooled.
+
+        A decoder whose tokenizer adds no BOS (GPT-2) would see the token at position 0, where every
+        input collapses onto the same attention-sink state: its targets would hardly differ from token
+        to token. Inside a text a token comes after others, so it is given the model's document
+        boundary (BOS, else EOS: ``<|endoftext|>`` for GPT-2) to attend to, as it would a text's start.
+        Encoders and decoders that add a BOS themselves need nothing.
+        """
+        if self.kind is not TeacherKind.DECODER or self._prefix:
+            return []
+        for token_id in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id):
+            if token_id is not None:
+                return [int(token_id)]
+        return []
+
+    def vocab_seqs(self, ids) -> tuple[list[list[int]], int]:
+        """Inputs for the vocabulary targets of ``ids`` and how many leading tokens not to pool."""
+        context = self.vocab_context()
+        return [context + self.frame([int(i)]) for i in ids], len(context)
+
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
         """Token ids with special tokens, truncated to the model's limit; returns (ids, n_truncated)."""
         room = self.max_length - len(self._prefix) - len(self._suffix)
@@ -215,12 +236,13 @@ class Teacher:
         return ids, mask
 
     @torch.inference_mode()
-    def forward(self, seqs: list[list[int]], with_tokens: bool = False
+    def forward(self, seqs: list[list[int]], with_tokens: bool = False, skip: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One padded batch -> (pooled (B, D) float32, hidden (B, T, D) float16 or None, mask (B, T)), on the CPU.
 
         The hidden states cross to the host only when ``with_tokens`` asks for them (they are B x T
-        times bigger than the pooled vectors), as float16, the dtype they are stored in.
+        times bigger than the pooled vectors), as float16, the dtype they are stored in. The first
+        ``skip`` tokens of each sequence are attended to but left out of the pooling.
         """
         ids, mask = self._pad(seqs)
         ids = ids.to(self.device, non_blocking=True)
@@ -232,14 +254,18 @@ class Teacher:
             kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)  # (B, T)
         out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=self.layer != -1, **kwargs)
         hidden = (out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]).float()  # (B, T, D)
-        pooled = pool(hidden, mask, self.pooling)  # (B, D)
+        pool_mask = mask
+        if skip:
+            rank = mask.cumsum(1)  # (B, T) 1 at each sequence's first real token
+            pool_mask = mask * (rank > skip)
+        pooled = pool(hidden, pool_mask, self.pooling)  # (B, D)
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         states = hidden.to(torch.float16).cpu() if with_tokens else None
         return pooled.cpu(), states, mask.cpu()
 
     def embed_ids(self, seqs: list[list[int]], batch_size: int = 64, with_tokens: bool = False,
-                  progress: bool = False, desc: str = "teacher"):
+                  progress: bool = False, desc: str = "teacher", skip: int = 0):
         """Pooled vectors (N, D) for token-id sequences, in input order.
 
         Sequences are sorted by length into batches so that padding stays small. With
@@ -254,7 +280,7 @@ class Teacher:
         with tqdm(total=n, unit="text", desc=desc, disable=not progress, leave=False) as bar:
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
-                p, hidden, _ = self.forward([seqs[i] for i in idx], with_tokens=with_tokens)
+                p, hidden, _ = self.forward([seqs[i] for i in idx], with_tokens=with_tokens, skip=skip)
                 pooled[idx] = p.numpy()
                 if with_tokens:
                     width = hidden.shape[1]
@@ -286,8 +312,8 @@ class Teacher:
 
     def vocab_targets(self, ids: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:
         """The teacher's pooled output for each token alone, inside the model's special tokens: (V, D)."""
-        return self.embed_ids([self.frame([int(i)]) for i in ids], batch_size=batch_size,
-                              progress=progress, desc="vocab")
+        seqs, skip = self.vocab_seqs(ids)
+        return self.embed_ids(seqs, batch_size=batch_size, progress=progress, desc="vocab", skip=skip)
 
     def input_embeddings(self, ids: np.ndarray) -> np.ndarray:
         """Raw input-embedding rows of the given token ids: (V, D_in)."""
