@@ -62,6 +62,8 @@ def targets(
     pooling: Annotated[str | None, typer.Option(help="mean|cls|last|max (default: the teacher's).")] = None,
     layer: Annotated[int, typer.Option(help="Hidden layer to use (-1: last).")] = -1,
     max_length: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="A sentence-transformers teacher's prompt name; none: no "
+                                               "prompt (default: its default_prompt_name).")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per teacher forward pass.", min=1)] = 64,
     shard_size: Annotated[int | None, typer.Option(help="Texts per shard, the unit of resumption (default: "
                                                    "4096; 1024 for token targets).", min=1)] = None,
@@ -98,7 +100,7 @@ def targets(
             logging.getLogger("distill").info("skipped %d empty texts in %s", texts.n_empty, corpus)
     state = distributed_state(device)
     t = load_teacher(teacher, device=run_device(device), dtype=dtype, pooling=pooling, layer=layer,
-                     max_length=max_length)
+                     max_length=max_length, prompt=prompt)
     for kind in wanted:
         if verify and state.is_main_process:
             store = TargetStore(out, store_identity(t, kind), kind, t.dim)

@@ -239,16 +239,28 @@ def test_sentence_transformers_lower_casing_is_honoured(tmp_path, tiny_gpt2_dir)
     assert lower.identity()["lowercase"] and not cased.identity()["lowercase"]  # never one target store
 
 
-def test_a_prompt_applied_by_default_is_refused_with_what_to_do(tmp_path, tiny_gpt2_dir):
+def test_sentence_transformers_prompts_are_applied_as_encode_applies_them(tmp_path, tiny_gpt2_dir):
     from distill.errors import DistillError
 
     folder = _st_folder(tiny_gpt2_dir, tmp_path / "e5", **{"config_sentence_transformers.json": {
         "prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"}})
-    with pytest.raises(DistillError, match="puts the prompt 'query: '.*without default_prompt_name"):
-        load_teacher(folder, device="cpu")
-    (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "query: "},
-                                                                          "default_prompt_name": None}))
-    assert load_teacher(folder, device="cpu").kind.value == "sentence-transformers"  # prompts used only on request
+    plain = load_teacher(tiny_gpt2_dir, device="cpu", pooling="mean")
+    texts = ["a red house", "the cat sees the dog"]
+    default = load_teacher(folder, device="cpu")  # default_prompt_name: every text gets "query: "
+    np.testing.assert_allclose(default.embed_texts(texts), plain.embed_texts(["query: " + t for t in texts]),
+                               atol=1e-5)
+    passage = load_teacher(folder, device="cpu", prompt="passage")
+    np.testing.assert_allclose(passage.embed_texts(texts), plain.embed_texts(["passage: " + t for t in texts]),
+                               atol=1e-5)
+    bare = load_teacher(folder, device="cpu", prompt="none")
+    np.testing.assert_allclose(bare.embed_texts(texts), plain.embed_texts(texts), atol=1e-5)
+    # the prompt is part of the identity, so prompted and bare targets never share a store
+    assert default.identity()["prompt"] == "query: " and "prompt" not in bare.identity()
+    assert default.identity() != passage.identity()
+    with pytest.raises(DistillError, match="no prompt named 'doc'.*'query', 'passage'"):
+        load_teacher(folder, device="cpu", prompt="doc")
+    with pytest.raises(DistillError, match="no prompt named 'query'.*none"):
+        load_teacher(tiny_gpt2_dir, device="cpu", prompt="query")
 
 
 def test_decoder_vocab_targets_are_framed_like_a_token_inside_a_text(tiny_gpt2_dir, tiny_llama_dir, tiny_bert_dir):

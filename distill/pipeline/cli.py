@@ -41,6 +41,9 @@ def run_command(
                                                 "teacher's own).")] = None,
     layer: Annotated[int | None, typer.Option(help="Teacher hidden layer to distil (-1: the last).")] = None,
     max_length: Annotated[int | None, typer.Option(help="Cut texts to this many teacher tokens.", min=2)] = None,
+    prompt: Annotated[str | None, typer.Option(help="Name of a sentence-transformers teacher's prompt to put "
+                                               "before every text; none: no prompt (default: the teacher's "
+                                               "default_prompt_name, as its encode does).")] = None,
     teacher_batch_size: Annotated[int | None, typer.Option(help="Texts per teacher forward pass (default 64; "
                                                           "256-1024 on a GPU).", min=1)] = None,
     teacher_dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16 (default: bfloat16 "
@@ -84,7 +87,7 @@ def run_command(
              "dims": tuple(parse_dims(dims)) if dims else None, "limit": limit, "holdout": holdout,
              "sts": str(sts) if sts else None, "text_column": text_column,
              "targets_dir": str(targets_dir) if targets_dir else None, "device": device, "pooling": pooling,
-             "layer": layer, "max_length": max_length, "teacher_batch_size": teacher_batch_size,
+             "layer": layer, "max_length": max_length, "prompt": prompt, "teacher_batch_size": teacher_batch_size,
              "teacher_dtype": teacher_dtype}
     options.update({k: v for k, v in flags.items() if v is not None})
     if tokenizer is not None:

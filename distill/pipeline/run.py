@@ -33,6 +33,7 @@ class RunConfig:
     pooling: str | None = None
     layer: int = -1
     max_length: int | None = None
+    prompt: str | None = None  # a sentence-transformers teacher's prompt name; "none": none; default: its default
     teacher_batch_size: int = 64
     teacher_dtype: str | None = None  # float32 | bfloat16 | float16; default bf16 on CUDA, fp32 elsewhere
     pca_center: bool = False

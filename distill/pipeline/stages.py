@@ -80,6 +80,14 @@ def _release(device: torch.device) -> None:
 
 
 # ---- prepare ---------------------------------------------------------------------------------------
+def run_teacher(cfg):
+    """The run's teacher, loaded with every option that decides its targets."""
+    from distill.teachers import load_teacher
+
+    return load_teacher(cfg.teacher, device=run_device(cfg.device), dtype=cfg.teacher_dtype, pooling=cfg.pooling,
+                        layer=cfg.layer, max_length=cfg.max_length, prompt=cfg.prompt)
+
+
 def _vocab(cfg, teacher, corpus: Corpus | None, data: Path, main: bool):
     """Label the vocabulary (or, in char mode, the corpus's characters); returns (tokenizer, vocab targets)."""
     from tokenizers import Tokenizer
@@ -124,7 +132,6 @@ def prepare(cfg) -> None:
     """
     from distill.pipeline.data import TokenWriter
     from distill.students import StudentConfig, build_student
-    from distill.teachers import load_teacher
 
     t0 = time.perf_counter()
     state = distributed_state(cfg.device)
@@ -134,8 +141,7 @@ def prepare(cfg) -> None:
     main = state.is_main_process
     if main:
         data.mkdir(parents=True, exist_ok=True)
-    teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), dtype=cfg.teacher_dtype,
-                           pooling=cfg.pooling, layer=cfg.layer, max_length=cfg.max_length)
+    teacher = run_teacher(cfg)
     teacher.identity()  # the weights fingerprint, computed (or recalled) here and timed with the load
     seconds = {"teacher": time.perf_counter() - t0}
     dims = _student_dims(cfg.dims, teacher.dim)
@@ -340,11 +346,8 @@ def evaluate(cfg) -> dict:
                               "teacher_rotated": agreement(rotated, x_teacher, dims),
                               "teacher_truncated": agreement(x_teacher, x_teacher, dims)}
     if cfg.sts:
-        from distill.teachers import load_teacher
-
         pairs = read_pairs(cfg.sts)
-        teacher = load_teacher(cfg.teacher, device=run_device(cfg.device), dtype=cfg.teacher_dtype,
-                               pooling=cfg.pooling, layer=cfg.layer, max_length=cfg.max_length)
+        teacher = run_teacher(cfg)
         pca = PCARotation.load(out / "pca.npz")
 
         class Rotated:  # the teacher in the run's rotated space: its prefixes are the baseline the student chases

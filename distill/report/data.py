@@ -112,7 +112,8 @@ def _teacher_vectors(config: dict, summary: dict, run_dir: Path, wanted: list[st
     from distill.teachers import load_teacher
 
     teacher = load_teacher(config["teacher"], device=config.get("device"), pooling=config.get("pooling"),
-                           layer=config.get("layer", -1), max_length=config.get("max_length"))
+                           layer=config.get("layer", -1), max_length=config.get("max_length"),
+                           prompt=config.get("prompt"))
     ids, strings = teacher.vocab()
     row = {s: i for s, i in zip(strings, ids.tolist())}
     keep = [s for s in wanted if s in row]

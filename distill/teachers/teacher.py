@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -92,45 +93,71 @@ def _is_decoder(config) -> bool:
     )
 
 
-def _read_st_folder(path: Path) -> tuple[Path, Pooling, bool, int | None, bool]:
-    """Read a sentence-transformers folder: (transformer folder, pooling, normalize, max_seq_length, do_lower_case).
+@dataclass
+class _STFolder:
+    """What a sentence-transformers folder says about how it encodes."""
 
-    :raises DistillError: Dense modules, an unsupported pooling, or a prompt applied by default.
+    transformer_dir: Path
+    pooling: Pooling = Pooling.MEAN
+    normalize: bool = False
+    max_length: int | None = None
+    lowercase: bool = False
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+
+
+def _read_st_folder(path: Path) -> _STFolder:
+    """Read a sentence-transformers folder's modules, limits, casing and prompts.
+
+    :raises DistillError: Dense modules or an unsupported pooling.
     """
     modules = json.loads((path / "modules.json").read_text())
-    transformer_dir, pooling, normalize = path, Pooling.MEAN, False
+    st = _STFolder(path)
     for m in modules:
         kind = m.get("type", "")
         if kind.endswith("Transformer"):
-            transformer_dir = path / m.get("path", "")
+            st.transformer_dir = path / m.get("path", "")
         elif kind.endswith("Pooling"):
             cfg = json.loads((path / m["path"] / "config.json").read_text())
             modes = [p for key, p in _ST_POOLING.items() if cfg.get(key)]
             if len(modes) != 1:
                 raise DistillError(f"unsupported sentence-transformers pooling in {path}: {cfg}")
-            pooling = modes[0]
+            st.pooling = modes[0]
+            if cfg.get("include_prompt") is False:  # prompt tokens attended to but not pooled
+                raise DistillError(f"{path} pools without its prompt tokens (include_prompt: false), which distill "
+                                   "does not do yet")
         elif kind.endswith("Normalize"):
-            normalize = True
+            st.normalize = True
         elif kind.endswith("Dense"):
             raise DistillError(f"sentence-transformers Dense modules are not supported yet ({path})")
-    max_len, lowercase = None, False
-    for st_cfg in (transformer_dir / "sentence_bert_config.json", path / "sentence_bert_config.json"):
+    for st_cfg in (st.transformer_dir / "sentence_bert_config.json", path / "sentence_bert_config.json"):
         if st_cfg.is_file():
             cfg = json.loads(st_cfg.read_text())
-            max_len, lowercase = cfg.get("max_seq_length"), bool(cfg.get("do_lower_case", False))
+            st.max_length, st.lowercase = cfg.get("max_seq_length"), bool(cfg.get("do_lower_case", False))
             break
     top = path / "config_sentence_transformers.json"
     if top.is_file():
         cfg = json.loads(top.read_text())
-        name = cfg.get("default_prompt_name")
-        prompt = (cfg.get("prompts") or {}).get(name) if name else None
-        if prompt:
-            # SentenceTransformer.encode puts this prompt before every text by default: targets without it would
-            # differ from what users of this model get, silently
-            raise DistillError(f"the sentence-transformers teacher {path} puts the prompt {prompt!r} "
-                               f"(default_prompt_name {name!r}) before every text, which distill does not do yet: "
-                               "pass a copy of the folder without default_prompt_name to distil it without the prompt")
-    return transformer_dir, pooling, normalize, max_len, lowercase
+        st.prompts = {str(k): str(v) for k, v in (cfg.get("prompts") or {}).items() if v}
+        st.default_prompt_name = cfg.get("default_prompt_name") or None
+    return st
+
+
+def resolve_prompt(prompts: dict[str, str], default_name: str | None, name: str | None, where: str) -> str:
+    """The prompt put before every text: ``name`` from the teacher's ``prompts`` ("none": no prompt;
+    None: the teacher's default, as ``SentenceTransformer.encode`` applies it).
+
+    :raises DistillError: a name the teacher does not define.
+    """
+    if name is None:
+        return prompts.get(default_name, "") if default_name else ""
+    if name == "none":
+        return ""
+    if name not in prompts:
+        known = ", ".join(repr(k) for k in prompts) or "none"
+        raise DistillError(f"the teacher {where} has no prompt named {name!r} (its prompts: {known}); "
+                           "pass --prompt with one of those, or --prompt none")
+    return prompts[name]
 
 
 class Teacher:
@@ -145,7 +172,8 @@ class Teacher:
         self.source, self.model, self.tokenizer = source, model, tokenizer
         self.kind, self.pooling, self.layer, self.normalize = kind, pooling, layer, normalize
         self.max_length, self.device = max_length, device
-        self.lowercase = False
+        self.lowercase = False  # sentence-transformers' do_lower_case: texts are lower-cased before tokenizing
+        self.prompt = ""  # put before every text (a sentence-transformers prompt)
         self._fingerprint: str | None = None
         self._prefix, self._suffix = self._special_frame()
         self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
@@ -166,7 +194,7 @@ class Teacher:
         return {"name": self.source.name, "weights": self.fingerprint, "kind": self.kind.value,
                 "pooling": self.pooling.value, "layer": self.layer, "normalize": self.normalize,
                 "max_length": self.max_length, "dim": self.dim, "dtype": str(self.dtype).removeprefix("torch."),
-                "autocast": False, "lowercase": self.lowercase}
+                "autocast": False, "lowercase": self.lowercase, **({"prompt": self.prompt} if self.prompt else {})}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -205,12 +233,15 @@ class Teacher:
     def vocab_seqs(self, ids) -> tuple[list[list[int]], int]:
         """Inputs for the vocabulary targets of ``ids`` and how many leading tokens not to pool."""
         context = self.vocab_context()
-        return [context + self.frame([int(i)]) for i in ids], len(context)
+        prompt = (self.tokenizer(self.prompt.lower() if self.lowercase else self.prompt,
+                                 add_special_tokens=False)["input_ids"] if self.prompt else [])
+        return [context + self.frame(list(prompt) + [int(i)]) for i in ids], len(context)
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
         """Token ids with special tokens, truncated to the model's limit; returns (ids, n_truncated)."""
         room = self.max_length - len(self._prefix) - len(self._suffix)
-        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
+        texts = [self.prompt + t for t in texts] if self.prompt else list(texts)
+        texts = [t.lower() for t in texts] if self.lowercase else texts
         bare = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         n_truncated = sum(len(ids) > room for ids in bare)
         return [self.frame(ids[:room]) for ids in bare], n_truncated
@@ -323,7 +354,7 @@ class Teacher:
 
 def load_teacher(spec: str | Path | None = None, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, pooling: str | Pooling | None = None, layer: int = -1,
-                 max_length: int | None = None) -> Teacher:
+                 max_length: int | None = None, prompt: str | None = None) -> Teacher:
     """Load a teacher from an alias, a Hugging Face id or a local folder.
 
     :param pooling: ``mean``/``cls`` for encoders (default mean), ``last``/``mean`` for decoders
@@ -332,16 +363,19 @@ def load_teacher(spec: str | Path | None = None, device: str | torch.device | No
     :param layer: which hidden layer to use (-1: the last).
     :param dtype: the weights' dtype; default bf16 on CUDA (fp16 where the card has no bf16), fp32
         elsewhere. It is part of the teacher's identity, so targets of another dtype are not mixed.
+    :param prompt: a sentence-transformers teacher's prompt name to put before every text ("none": no
+        prompt); default: its ``default_prompt_name``, as ``SentenceTransformer.encode`` does.
     :raises TeacherNotFoundError: when the model can be had neither locally nor from the hub.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     source = resolve_teacher(spec)
     device = resolve_device(device)
-    model_dir, st_max_len, normalize, lowercase = source.path, None, False, False
+    st = _STFolder(source.path)
     if (source.path / "modules.json").is_file():
         kind = TeacherKind.SENTENCE_TRANSFORMERS
-        model_dir, default_pooling, normalize, st_max_len, lowercase = _read_st_folder(source.path)
+        st = _read_st_folder(source.path)
+        default_pooling = st.pooling
     else:
         config = AutoConfig.from_pretrained(source.path)
         kind = TeacherKind.DECODER if _is_decoder(config) else TeacherKind.ENCODER
@@ -350,17 +384,23 @@ def load_teacher(spec: str | Path | None = None, device: str | torch.device | No
         pooling = Pooling(pooling) if pooling is not None else default_pooling
     except ValueError:
         raise DistillError(f"unknown pooling {pooling!r} (use one of {', '.join(p.value for p in Pooling)})") from None
+    prompt_text = resolve_prompt(st.prompts, st.default_prompt_name, prompt, source.name)
+    model_dir = st.transformer_dir
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token_id is None:  # GPT-2 and Llama ship without a pad token
         tokenizer.pad_token = tokenizer.eos_token
     dtype = teacher_dtype(device, dtype)
     model = AutoModel.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    limits = [st_max_len, max_length, getattr(model.config, "max_position_embeddings", None)]
+    limits = [st.max_length, max_length, getattr(model.config, "max_position_embeddings", None)]
     if 0 < tokenizer.model_max_length < 1_000_000:
         limits.append(tokenizer.model_max_length)
     n_layers = model.config.num_hidden_layers
     if not -n_layers - 1 <= layer <= n_layers:
         raise DistillError(f"layer {layer} out of range for a {n_layers}-layer teacher")
-    teacher = Teacher(source, model, tokenizer, kind, pooling, layer, normalize, min(x for x in limits if x), device)
-    teacher.lowercase = lowercase  # sentence-transformers' do_lower_case: texts are lower-cased before tokenizing
+    teacher = Teacher(source, model, tokenizer, kind, pooling, layer, st.normalize, min(x for x in limits if x),
+                      device)
+    teacher.lowercase, teacher.prompt = st.lowercase, prompt_text
+    if prompt_text:
+        logger.info("teacher %s: %r is put before every text (--prompt none to leave it out)", source.name,
+                    prompt_text)
     return teacher
