@@ -10,12 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from distill.faults import maybe_crash
 
 
 class _HashingFile:
@@ -47,20 +51,87 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+_TMP = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def remove_stale_tmp(folder: str | Path) -> int:
+    """Remove the temporary files and folders that writers killed mid-write left in ``folder``; returns how many.
+
+    Only those of processes that are gone: a live writer's (another rank's) are left alone.
+    """
+    removed = 0
+    for p in Path(folder).iterdir() if Path(folder).is_dir() else []:
+        m = _TMP.match(p.name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """For writers that want a path (pyarrow, torch.save): yields a temporary path in the same folder,
     then fsyncs it and renames it over ``path``; on an error the temporary file is removed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _tmp_name(path)
     try:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        maybe_crash("write:before-rename")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    maybe_crash("write:after-rename")
     fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_dir(path: str | Path):
+    """A folder written whole or not at all: yields an empty temporary folder beside ``path``; on success
+    its files are fsynced and it takes the place of ``path``.
+
+    An error or a kill leaves ``path`` as it was, except for a kill in the instant between moving an
+    old ``path`` aside and renaming the new one in: then ``path`` is absent (never partial), which the
+    pipeline reads as "not written yet", and the old copy is a stale temporary folder.
+    """
+    path = Path(path)
+    tmp = _tmp_name(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as handle:
+                    os.fsync(handle.fileno())
+        fsync_dir(tmp)
+        maybe_crash("write:before-rename")
+        old = path.with_name(f".{path.name}-old.{os.getpid()}.tmp")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.io import RowFile, save_npy
+from distill.io import RowFile, atomic_path, save_npy
 from distill.pipeline.targets import TargetView
 
 
@@ -22,8 +22,8 @@ class TokenWriter:
 
     def __init__(self, folder: str | Path, stem: str = "tokens"):
         self.folder, self.stem = Path(folder), stem
-        self.tmp = self.folder / f".{stem}.ids.bin.tmp"
-        self.f = open(self.tmp, "wb")
+        self._atomic = atomic_path(self.folder / f"{stem}.ids.bin")
+        self.f = open(self._atomic.__enter__(), "wb")  # renamed into place by close()
         self.lengths: list[np.ndarray] = []
 
     def add(self, seqs) -> None:
@@ -33,14 +33,10 @@ class TokenWriter:
         self.lengths.append(lengths)
 
     def close(self) -> None:
-        import os
-
-        self.f.flush()
-        os.fsync(self.f.fileno())
         self.f.close()
+        self._atomic.__exit__(None, None, None)
         lengths = np.concatenate(self.lengths) if self.lengths else np.empty(0, np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        os.replace(self.tmp, self.folder / f"{self.stem}.ids.bin")
         save_npy(self.folder / f"{self.stem}.offsets.npy", offsets)
 
 

@@ -31,7 +31,7 @@ import torch
 
 from distill.devices import distributed_state, run_device
 from distill.errors import DistillError
-from distill.io import save_json, save_text
+from distill.io import remove_stale_tmp, save_json, save_text
 from distill.memory import trim_heap
 from distill.pipeline.corpus import Corpus
 from distill.pipeline.pca import PCARotation
@@ -141,6 +141,8 @@ def prepare(cfg) -> None:
     main = state.is_main_process
     if main:
         data.mkdir(parents=True, exist_ok=True)
+        for folder in (out, data):  # temporary files of a run killed mid-write
+            remove_stale_tmp(folder)
     teacher = run_teacher(cfg)
     teacher.identity()  # the weights fingerprint, computed (or recalled) here and timed with the load
     seconds = {"teacher": time.perf_counter() - t0}
@@ -291,21 +293,11 @@ def train(cfg, resume: bool = False) -> dict:
 
 
 def _save_student(student, folder: Path) -> None:
-    """Write the student into a temporary folder and rename it into place: ``student/`` is whole or absent."""
-    import os
-    import shutil
+    """``student/`` is whole or absent: written into a temporary folder and renamed into place."""
+    from distill.io import atomic_dir
 
-    from distill.io import fsync_dir
-
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    student.save(tmp)
-    for f in tmp.iterdir():
-        with open(f, "rb") as handle:
-            os.fsync(handle.fileno())
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-    fsync_dir(folder.parent)
+    with atomic_dir(folder) as tmp:
+        student.save(tmp)
 
 
 # ---- evaluate and export -----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from distill.errors import DistillError
-from distill.io import RowFile, save_json, save_npy, sha256_file
+from distill.io import RowFile, remove_stale_tmp, save_json, save_npy, sha256_file
 from distill.memory import trim_heap
 from distill.teachers.teacher import Teacher
 
@@ -170,6 +170,7 @@ class TargetStore:
 
     def create(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(self.folder)  # of a labeler killed mid-write
         if not (self.folder / STORE_NAME).is_file():
             save_json(self.folder / STORE_NAME, {"format": FORMAT_VERSION, "kind": self.kind.value,
                                                  "teacher": self.identity, "dim": self.dim})

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from distill.devices import autocast
 from distill.errors import TrainingError
+from distill.faults import maybe_crash
+from distill.io import atomic_path, remove_stale_tmp, save_text
 from distill.memory import trim_heap
 from distill.pipeline.data import TrainSet
 from distill.pipeline.pca import PCARotation
@@ -88,8 +90,6 @@ def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, terms: dict, keep: int = 2) -> Path:
-    from distill.io import atomic_path
-
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
     with atomic_path(path) as tmp:
@@ -233,8 +233,7 @@ class Trainer:
         A checkpoint that fails to load (torn by a full disk, damaged) is set aside with a warning and
         the one before it is used; temporary files of a killed save are removed.
         """
-        for stale in self.checkpoint_dir.glob(".*.tmp") if self.checkpoint_dir.is_dir() else []:
-            stale.unlink(missing_ok=True)
+        remove_stale_tmp(self.checkpoint_dir)
         for _, path in reversed(_checkpoints(self.checkpoint_dir)):
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)  # a foreign file runs no code
@@ -266,8 +265,6 @@ class Trainer:
                     kept.append(line)
             except (ValueError, KeyError, TypeError):  # a line torn by a kill
                 break
-        from distill.io import save_text
-
         save_text(self.metrics_path, "".join(ln + "\n" for ln in kept))
 
     def _check_finite(self, loss: float, since: int) -> None:
@@ -279,6 +276,8 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> dict:
         cfg, acc = self.config, self.accelerator
+        if acc.is_main_process:
+            remove_stale_tmp(self.metrics_path.parent)  # of a run killed while writing
         if resume:
             self.resume()
         self._trim_metrics()
@@ -312,6 +311,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     self.scheduler.step()
                     self.step += 1
+                    maybe_crash("train:step")
                     for term in self.loss_fn.extra_terms.values():  # e.g. emergent groups refreshed from the student
                         if hasattr(term, "on_step"):
                             term.on_step(self.step, self.student)
