@@ -5,6 +5,9 @@
     python bench/index.py --with-1m            # and 1M synthetic vectors (much longer: HNSW build)
     python bench/index.py --real               # and MiniLM vectors of ../shared/data/corpus (about 2 min)
     python bench/index.py --n 0 --real         # real vectors only
+    python bench/index.py --precision          # and float32 / int8 / binary codes: bytes, queries/s, recall
+    python bench/index.py --add                # and the time and bytes an `add` of 1% writes
+    python bench/index.py --no-methods --precision --add   # those two alone
 
 Synthetic vectors are Matryoshka-like: a mixture of Gaussian clusters whose covariance is diagonal
 with a power-law spectrum, variance of dim j proportional to j^-alpha (alpha 1 by default). That is
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +32,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from distill.index.build import IndexParams, IndexType, make_index  # noqa: E402
+from distill.index.add import add_to_index  # noqa: E402
+from distill.index.build import IndexParams, IndexType, build_index, make_index  # noqa: E402
+from distill.index.precision import Precision, bytes_per_vector, index_search  # noqa: E402
 from distill.index.search import funnel_search, knn, normalize_prefix, recall_at_k  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
@@ -54,7 +60,7 @@ def real_vectors(n: int, spec: str, nq: int, seed: int = 0) -> tuple[np.ndarray,
     A teacher's dims are in no particular order, so its prefixes are poor embeddings; rotating its
     space by PCA (what distill's students are trained against) makes the prefixes meaningful.
     """
-    from distill.index.models import load_model
+    from distill.models import load_model
 
     texts = []
     for path in sorted(CORPUS.glob("*.txt")):
@@ -119,6 +125,65 @@ def bench(xb: np.ndarray, xq: np.ndarray, label: str, d_small: int, shortlists: 
     return rows
 
 
+def bench_precision(xb: np.ndarray, xq: np.ndarray, label: str, d_small: int, k: int = 10,
+                    shortlist: int = 100) -> list[dict]:
+    """Exact (flat) search over float32, int8 and binary codes at two prefix sizes, and each quantized index
+    as the shortlist of a float re-ranking at full width; recall@10 against exact float32 full-width search."""
+    d, nq = xb.shape[1], len(xq)
+    _, I_true = knn(xq, xb, k)
+    rows = []
+    for precision in Precision:
+        for dd in (d_small, d):
+            (index, _), t_build = timed(make_index, normalize_prefix(xb, dd), IndexType.FLAT, IndexParams(), precision)
+            (_, I), t = timed(index_search, index, normalize_prefix(xq, dd), k)
+            code = bytes_per_vector(dd, precision)
+            rows.append({"data": label, "method": f"{precision.value} flat {dd}-d", "bytes": code, "build_s": t_build,
+                         "qps": nq / t, "recall@10": recall_at_k(I_true, I, k)})
+            if precision is not Precision.FLOAT32:
+                (_, I), t = timed(funnel_search, index, xb, xq, k, dd, d, shortlist)
+                rows.append({"data": label, "method": f"{precision.value} {dd}-d shortlist {shortlist}, float {d}-d "
+                             "re-rank", "bytes": code + 4 * d, "build_s": t_build, "qps": nq / t,
+                             "recall@10": recall_at_k(I_true, I, k)})
+            del index
+    return rows
+
+
+class ArrayModel:
+    """Texts that are row numbers of ``x``: the index's storage path timed without a model."""
+
+    def __init__(self, x: np.ndarray, dims: list[int]):
+        self.x, self.dim, self.dims = x, x.shape[1], dims
+
+    def identity(self) -> dict:
+        return {"name": "array", "dim": self.dim}
+
+    def encode(self, texts, batch_size=0, progress=False):
+        return self.x[[int(t) for t in texts]]
+
+
+def bench_add(n: int, d: int, d_small: int, n_add: int) -> dict:
+    """Build an index of ``n`` vectors at prefix sizes d_small and d, then time an add of ``n_add``."""
+    x = matryoshka_vectors(n + n_add, d, seed=2)
+    model = ArrayModel(x, [d_small, d])
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "ix"
+        _, t_build = timed(build_index, model, [str(i) for i in range(n)], folder)
+        _, t_add = timed(add_to_index, folder, model, [str(i) for i in range(n, n + n_add)])
+        gen = folder / (folder / "CURRENT").read_text().strip()
+        mb = {p.name: p.stat().st_size / 2**20 for p in gen.iterdir()}
+    faiss_mb = sum(v for k, v in mb.items() if k.endswith(".faiss"))
+    # the build's chunk is hard-linked into the add's generation; the add wrote its own chunk and the FAISS files
+    return {"n": n, "n_add": n_add, "build_s": t_build, "add_s": t_add, "faiss_mb": faiss_mb,
+            "written_mb": faiss_mb + mb["vectors-000001.npy"], "linked_mb": mb["vectors-000000.npy"]}
+
+
+def print_precision(rows: list[dict], label: str) -> None:
+    print(f"\n| method ({label}) | bytes/vector | build s | queries/s | recall@10 |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['method']} | {r['bytes']} | {r['build_s']:.1f} | {r['qps']:,.0f} | {r['recall@10']:.3f} |")
+
+
 def print_table(rows: list[dict]) -> None:
     head = (f"| {'data':<34} | {'n':>9} | {'method':<44} | {'build s':>7} | {'queries/s':>9} | {'x exact':>7} "
             "| recall@10 |")
@@ -142,22 +207,41 @@ def main() -> None:
     ap.add_argument("--real-model", default="minilm", help="model spec for --real (a student folder or teacher)")
     ap.add_argument("--real-n", type=int, default=20_000, help="texts for --real")
     ap.add_argument("--threads", type=int, default=None, help="FAISS OpenMP threads (default: all cores)")
+    ap.add_argument("--precision", action="store_true", help="also float32 / int8 / binary codes (synthetic --n)")
+    ap.add_argument("--add", action="store_true", help="also time an add of 1%% to an index of --n vectors")
+    ap.add_argument("--methods", action=argparse.BooleanOptionalAction, default=True,
+                    help="the exact / HNSW / IVF-PQ / funnel table (--no-methods: skip it)")
     args = ap.parse_args()
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     shortlists = [int(s) for s in args.shortlists.split(",")]
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {args.nq} queries, k=10")
     rows = []
-    sizes = ([args.n] if args.n else []) + ([1_000_000] if args.with_1m else [])
+    sizes = (([args.n] if args.n else []) + ([1_000_000] if args.with_1m else [])) if args.methods else []
     for n in sizes:
         xb = matryoshka_vectors(n, args.d, args.alpha, seed=0)
         xq = matryoshka_vectors(args.nq, args.d, args.alpha, seed=1)
         rows += bench(xb, xq, f"synthetic {args.d}-d, alpha {args.alpha:g}", args.d_small, shortlists)
         del xb
     if args.real:
-        xb, xq, label = real_vectors(args.real_n, args.real_model, args.nq)
-        rows += bench(xb, xq, label, args.d_small, shortlists, skip={"ivfpq"} if len(xb) < 10_000 else set())
-    print_table(rows)
+        xb_real, xq_real, label = real_vectors(args.real_n, args.real_model, args.nq)
+        if args.methods:
+            rows += bench(xb_real, xq_real, label, args.d_small, shortlists,
+                          skip={"ivfpq"} if len(xb_real) < 10_000 else set())
+    if rows:
+        print_table(rows)
+    if args.precision and args.n:
+        xb = matryoshka_vectors(args.n, args.d, args.alpha, seed=0)
+        print_precision(bench_precision(xb, matryoshka_vectors(args.nq, args.d, args.alpha, seed=1), "synthetic",
+                                        args.d_small), f"{args.n:,} synthetic {args.d}-d")
+        del xb
+    if args.precision and args.real:
+        print_precision(bench_precision(xb_real, xq_real, label, args.d_small), f"{len(xb_real):,} {label}")
+    if args.add and args.n:
+        r = bench_add(args.n, args.d, args.d_small, max(1, args.n // 100))
+        print(f"\nadd of {r['n_add']:,} to {r['n']:,} vectors (flat, dims {args.d_small},{args.d}): build "
+              f"{r['build_s']:.1f} s, add {r['add_s']:.2f} s; the add wrote {r['written_mb']:.1f} MB (of which FAISS "
+              f"files {r['faiss_mb']:.1f} MB) and hard-linked {r['linked_mb']:.1f} MB of stored vectors")
 
 
 if __name__ == "__main__":

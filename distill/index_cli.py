@@ -14,6 +14,7 @@ import typer
 from distill.cli_utils import handle_errors, parse_dims
 from distill.errors import DistillError
 from distill.index.build import IndexType
+from distill.index.precision import Metric, Precision
 
 index_app = typer.Typer(no_args_is_help=True, help="Build and extend FAISS indexes of a corpus, one per prefix size.")
 
@@ -43,6 +44,11 @@ def build(
     limit: Annotated[int | None, typer.Option(help="Index only the first N texts.")] = None,
     batch_size: BatchOpt = 64,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index folder.")] = False,
+    metric: Annotated[Metric, typer.Option(help="cos: normalized prefixes (cosine); dot: raw prefixes, for "
+                                                "models whose vector norms carry meaning.")] = Metric.COS,
+    precision: Annotated[Precision, typer.Option(help="Stored codes: float32; int8 (per-dim min/max scalar "
+                                                      "quantization, 4x smaller); binary (sign bits, Hamming "
+                                                      "search, 32x smaller).")] = Precision.FLOAT32,
 ) -> None:
     """Embed a corpus and build one FAISS index per prefix size, with a docstore and a manifest."""
     from distill.index.build import build_index
@@ -50,8 +56,9 @@ def build(
 
     texts = _read_texts(corpus, text_column, limit)
     m = build_index(load_model(model), texts, out, dims=parse_dims(dims), index_type=index_type, spec=model,
-                    batch_size=batch_size, progress=True, overwrite=overwrite)
-    typer.echo(f"{out}: {m.count} texts, {m.index_type} index at dims {','.join(map(str, m.dims))}")
+                    batch_size=batch_size, progress=True, overwrite=overwrite, metric=metric, precision=precision)
+    typer.echo(f"{out}: {m.count} texts, {m.index_type} index at dims {','.join(map(str, m.dims))} "
+               f"({m.metric}, {m.precision})")
     for d, r in m.recall_at_10.items():
         typer.echo(f"  dim {d}: recall@10 {r:.3f} against exact search")
 
@@ -66,15 +73,24 @@ def add(
     text_column: TextColumnOpt = "text",
     batch_size: BatchOpt = 64,
 ) -> None:
-    """Append the texts of a corpus to an index without rebuilding it; existing ids do not change."""
-    from distill.index.build import add_to_index
+    """Append the texts of a corpus to an index without rebuilding it; existing ids do not change.
+
+    All or nothing: an add that is interrupted leaves the index as it was, and running it again
+    completes it. Running again an add that did complete (the same texts as the last add) adds nothing.
+    """
+    from distill.index.add import add_to_index
     from distill.index.store import Manifest
     from distill.models import load_model
 
-    spec = model or Manifest.load(index).model_spec
-    first, count = add_to_index(index, load_model(spec), _read_texts(corpus, text_column), batch_size=batch_size,
+    before = Manifest.load(index)
+    texts = _read_texts(corpus, text_column)
+    first, count = add_to_index(index, load_model(model or before.model_spec), texts, batch_size=batch_size,
                                 progress=True)
-    typer.echo(f"{index}: added ids {first}..{count - 1}, {count} texts in all")
+    if count == before.count:
+        typer.echo(f"{index}: these texts are already its last add (ids {first}..{count - 1}); nothing added, "
+                   f"{count} texts in all")
+    else:
+        typer.echo(f"{index}: added ids {first}..{count - 1}, {count} texts in all")
 
 
 @handle_errors
@@ -138,6 +154,8 @@ def compare(
     pca: Annotated[Path | None, typer.Option(help="The run's pca.npz: adds the rotated teacher's prefixes, the "
                                              "baseline the student is trained against (default: the pca.npz of "
                                              "the student's run folder, when there is one).")] = None,
+    precision: Annotated[str | None, typer.Option(help="Also the student's overlap@k stored at these precisions, "
+                                                       "e.g. float32,int8,binary, with bytes per vector.")] = None,
 ) -> None:
     """Compare the student's meaning space with the teacher's, prefix size by prefix size.
 
@@ -156,9 +174,11 @@ def compare(
     elif not pca.is_file():
         raise DistillError(f"--pca {pca} does not exist")
     rotate = PCARotation.load(pca).transform if pca is not None else None
+    precisions = parse_precisions(precision)
     texts = _read_texts(corpus, text_column, limit)
     report = compare_models(load_model(teacher), load_model(student), texts, dims=parse_dims(dims), k=k, n_pairs=pairs,
-                            n_examples=examples, batch_size=batch_size, progress=not json_out, rotate=rotate)
+                            n_examples=examples, batch_size=batch_size, progress=not json_out, rotate=rotate,
+                            precisions=precisions)
     if csv is not None:
         import pandas as pd
 
@@ -167,6 +187,17 @@ def compare(
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
     _print_comparison(report)
+
+
+def parse_precisions(value: str | None) -> list[Precision] | None:
+    """``"float32,int8"`` -> [Precision.FLOAT32, Precision.INT8]. :raises DistillError: an unknown one."""
+    if not value:
+        return None
+    try:
+        return [Precision(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise DistillError(f"--precision takes a comma list of {', '.join(p.value for p in Precision)}, "
+                           f"got {value!r}") from None
 
 
 def _print_comparison(report: dict) -> None:
@@ -183,6 +214,12 @@ def _print_comparison(report: dict) -> None:
         table.add_row(r["model"], str(r["dim"]), f"{r['overlap']:.3f}", f"{r['spearman']:.3f}", f"{r['cka']:.3f}",
                       f"{r['mutual_knn']:.3f}")
     console.print(table)
+    if report.get("precisions"):
+        table = Table("dim", "precision", "bytes/vector", f"overlap@{report['k']}",
+                      title="the student's prefixes stored at each precision", title_justify="left")
+        for r in report["precisions"]:
+            table.add_row(str(r["dim"]), r["precision"], str(r["bytes_per_vector"]), f"{r['overlap']:.3f}")
+        console.print(table)
     if report["examples"]:
         widest = report["examples"][-1]
         console.print(f"\nneighbours lost and gained by the student at {widest['dim']} dims:")

@@ -68,10 +68,14 @@ def test_planted_near_duplicate_is_rank_one(built, model):
 
 def test_manifest_records_model_dims_count_and_type(built, model):
     folder, texts = built
-    m = json.loads((folder / "manifest.json").read_text())
+    gen = (folder / "CURRENT").read_text().strip()
+    m = json.loads((folder / gen / "manifest.json").read_text())
     assert m["model"] == model.identity() and m["model_spec"] == "fake"
     assert m["dims"] == [8, 16, 32] and m["count"] == len(texts) and m["index_type"] == "flat"
-    assert not any(p.suffix in {".pkl", ".pickle"} for p in folder.iterdir())
+    assert (m["metric"], m["precision"], m["chunks"], m["format"]) == ("cos", "float32", [len(texts)], 2)
+    assert sorted(p.name for p in (folder / gen).iterdir()) == [
+        "index-16.faiss", "index-32.faiss", "index-8.faiss", "manifest.json", "vectors-000000.npy"]
+    assert not any(p.suffix in {".pkl", ".pickle"} for p in folder.rglob("*"))
 
 
 def test_saved_index_gives_identical_results_after_load_and_move(built, model, tmp_path):
@@ -243,3 +247,266 @@ def test_estimated_recall_does_not_count_a_query_finding_itself():
     exact = faiss.IndexFlatIP(16)
     exact.add(xb)
     assert estimate_recall(exact, xb, k=10, nq=50) == 1.0
+
+
+# ---- generations: add writes only what is new ---------------------------------------------------------
+def live_gen(folder):
+    return folder / (folder / "CURRENT").read_text().strip()
+
+
+def test_add_links_earlier_chunks_and_leaves_one_generation(built, model):
+    folder, texts = built
+    old = live_gen(folder)
+    inode = (old / "vectors-000000.npy").stat().st_ino
+    add_to_index(folder, model, ["A purple walrus sings opera at midnight"])
+    add_to_index(folder, model, ["A green heron reads poems", "Another new line"])
+    gen = live_gen(folder)
+    assert gen.name == "gen-000003" and [p.name for p in folder.glob("gen-*")] == ["gen-000003"]
+    assert (gen / "vectors-000000.npy").stat().st_ino == inode  # hard-linked, never copied
+    assert [np.load(gen / f"vectors-00000{i}.npy").shape for i in range(3)] == [(len(texts), 32), (1, 32), (2, 32)]
+    assert not [p for p in folder.rglob("*.tmp")]
+
+
+def test_stored_vectors_span_chunks_with_row_access(built, model):
+    folder, texts = built
+    new = ["A purple walrus sings opera at midnight", "A green heron reads poems", "Another new line"]
+    add_to_index(folder, model, new[:1])
+    add_to_index(folder, model, new[1:])
+    every = texts + new
+    with IndexFolder(folder) as ix:
+        xb = ix.xb
+        assert xb.shape == (len(every), 32) and len(ix.xb.chunks) == 3
+        want = model.encode(every)
+        ids = np.array([len(every) - 1, 0, len(texts), 7, len(texts) + 1, 7])
+        np.testing.assert_allclose(xb[ids, :16], want[ids, :16], rtol=1e-5)
+        np.testing.assert_allclose(xb[len(texts) - 1:], want[len(texts) - 1:], rtol=1e-5)
+        np.testing.assert_allclose(xb[-1], want[-1], rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(xb), want, rtol=1e-5)
+    # funnel re-ranking reads rows of every chunk: with the whole shortlist it equals exact search
+    exact = query_index(folder, new + texts[:3], model, k=5, dim=32)
+    funnel = query_index(folder, new + texts[:3], model, k=5, funnel=Funnel(8, 32, shortlist=len(every)))
+    assert [[h["id"] for h in r["hits"]] for r in exact] == [[h["id"] for h in r["hits"]] for r in funnel]
+    assert exact[0]["hits"][0]["id"] == len(texts)
+
+
+def test_an_open_reader_keeps_its_generation_through_an_add(built, model):
+    folder, texts = built
+    with IndexFolder(folder) as ix:
+        add_to_index(folder, model, ["A purple walrus sings opera at midnight"])
+        assert not ix.generation.exists()  # removed by the add, still open here
+        D, I = search_index(ix, model.encode([texts[4]]), k=3, dim=16)  # FAISS file read only now
+        assert I[0, 0] == 4 and ix.manifest.count == len(texts) and len(ix.docs) == len(texts)
+        assert ix.docs.get([len(texts)]) == {}  # the new row is past this reader's count
+    with IndexFolder(folder) as ix:
+        assert ix.manifest.count == len(texts) + 1 and ix.docs.get([len(texts)])
+
+
+def test_rerun_of_the_last_add_adds_nothing(built, model):
+    folder, texts = built
+    new = ["A purple walrus sings opera at midnight", "Another new line"]
+    assert add_to_index(folder, model, new) == (len(texts), len(texts) + 2)
+    assert add_to_index(folder, model, new) == (len(texts), len(texts) + 2)  # a retry: no duplicates
+    assert live_gen(folder).name == "gen-000002"
+    assert add_to_index(folder, model, new[:1]) == (len(texts) + 2, len(texts) + 3)  # other texts: added
+    with IndexFolder(folder) as ix:
+        assert len(ix.docs) == ix.index(8).ntotal == len(texts) + 3
+
+
+def test_an_add_interrupted_in_process_is_completed_by_a_rerun(built, model, monkeypatch):
+    from distill import faults
+
+    folder, texts = built
+    new = ["A purple walrus sings opera at midnight", "Another new line"]
+
+    def fail_at(point):
+        if point == "add:index-16":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(faults, "maybe_crash", fail_at)
+    with pytest.raises(KeyboardInterrupt):
+        add_to_index(folder, model, ["Something else first"] * 3)
+    assert (folder / "gen-000002").is_dir()  # the partial generation, not live
+    with IndexFolder(folder) as ix:
+        assert ix.manifest.count == len(ix.docs) == len(texts)
+    monkeypatch.undo()
+    assert add_to_index(folder, model, new) == (len(texts), len(texts) + 2)
+    assert [p.name for p in folder.glob("gen-*")] == ["gen-000002"]
+    with IndexFolder(folder) as ix:
+        assert ix.docs.get(range(len(texts), len(texts) + 3)) == {len(texts): new[0], len(texts) + 1: new[1]}
+        assert len(ix.docs) == len(texts) + 2
+    import sqlite3
+
+    with sqlite3.connect(folder / "docs.sqlite") as conn:  # the crashed add's third row is gone too
+        assert conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0] == len(texts) + 2
+
+
+def test_old_format_and_interrupted_build_are_clear_errors(tmp_path, model, tiny_texts):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"format": 1, "count": 3}))
+    with pytest.raises(IndexNotFoundError, match="format 1.*rebuild it with `distill index build --overwrite`"):
+        IndexFolder(old)
+    half = tmp_path / "half"
+    (half / "gen-000001").mkdir(parents=True)
+    with pytest.raises(IndexNotFoundError, match="interrupted build"):
+        IndexFolder(half)
+    with pytest.raises(DistillError, match="--overwrite"):
+        build_index(model, tiny_texts[:20], half)
+    for folder in (old, half):  # both are ours to replace
+        assert build_index(model, tiny_texts[:20], folder, overwrite=True).count == 20
+
+
+def test_a_second_writer_is_refused(built, model):
+    from distill.index.store import writer_lock
+
+    folder, _ = built
+    with writer_lock(folder), pytest.raises(DistillError, match="being written by another"):
+        add_to_index(folder, model, ["new"])
+
+
+# ---- metric and precision -------------------------------------------------------------------------------
+def brute_force(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    S = xq @ xb.T  # (nq, N)
+    I = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(S, I, axis=1), I
+
+
+def test_dot_metric_ranks_by_raw_dot_product(tmp_path, model, tiny_texts):
+    m = build_index(model, tiny_texts, tmp_path / "ix", spec="fake", metric="dot")
+    assert m.metric == "dot"
+    queries = tiny_texts[:5] + ["the cat", "a dog sees the long bridge again and again, slowly and happily"]
+    xb, xq = model.encode(tiny_texts, normalize=False), model.encode(queries, normalize=False)
+    for d in (8, 32):
+        D_true, I_true = brute_force(xq[:, :d], xb[:, :d], 10)
+        res = query_index(tmp_path / "ix", queries, model, k=10, dim=d)
+        assert [[h["id"] for h in r["hits"]] for r in res] == I_true.tolist()
+        np.testing.assert_allclose([[h["score"] for h in r["hits"]] for r in res], D_true, rtol=1e-4)
+        _, I_cos = brute_force(normalize_prefix(xq, d), normalize_prefix(xb, d), 10)
+        assert (I_cos != I_true).any()  # the two metrics do rank differently here
+    # funnel re-ranking at the raw prefix too
+    res = query_index(tmp_path / "ix", queries, model, k=10, funnel=Funnel(8, 32, shortlist=len(tiny_texts)))
+    assert [[h["id"] for h in r["hits"]] for r in res] == brute_force(xq, xb, 10)[1].tolist()
+
+
+def sq8_decode(index, x: np.ndarray) -> np.ndarray:
+    """x as an int8 (QT_8bit) index stores it: 256 levels between each dim's calibrated min and max."""
+    import faiss
+
+    trained = faiss.vector_to_array(index.sq.trained)
+    vmin, vdiff = trained[:x.shape[1]], trained[x.shape[1]:]
+    codes = np.floor(np.clip((x - vmin) / vdiff, 0, 1) * 255)
+    return (vmin + (codes + 0.5) / 255 * vdiff).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["cos", "dot"])
+def test_int8_index_returns_the_exact_neighbours_of_its_codes(tmp_path, model, tiny_texts, metric):
+    from distill.index.search import prefix
+
+    folder = tmp_path / "ix"
+    build_index(model, tiny_texts[:150], folder, spec="fake", metric=metric, precision="int8")
+    add_to_index(folder, model, tiny_texts[150:])  # added with the build's calibration
+    raw = metric == "dot"
+    xb, xq = model.encode(tiny_texts, normalize=not raw), model.encode(tiny_texts[:30], normalize=not raw)
+    with IndexFolder(folder) as ix:
+        assert ix.manifest.precision == "int8" and ix.manifest.index_params["calibrated_on"] == 150
+        for d in (8, 32):
+            xd = prefix(xb, d, metric)
+            trained = __import__("faiss").vector_to_array(ix.index(d).sq.trained)
+            # calibration: per-dim min and max of the vectors of the build
+            np.testing.assert_allclose(trained[:d], xd[:150].min(0), rtol=1e-6)
+            np.testing.assert_allclose(trained[:d] + trained[d:], xd[:150].max(0), rtol=1e-5)
+            D_true, I_true = brute_force(prefix(xq, d, metric), sq8_decode(ix.index(d), xd), 10)
+            D, I = search_index(ix, xq, k=10, dim=d)
+            np.testing.assert_array_equal(I, I_true)
+            np.testing.assert_allclose(D, D_true, rtol=1e-4, atol=1e-5)
+
+
+def test_binary_index_returns_the_exact_hamming_neighbours(tmp_path, model, tiny_texts):
+    folder = tmp_path / "ix"
+    build_index(model, tiny_texts[:150], folder, spec="fake", dims=[12, 32], precision="binary")
+    add_to_index(folder, model, tiny_texts[150:])
+    xb, xq = model.encode(tiny_texts), model.encode(tiny_texts[:30] + ["a strange noise"])
+    with IndexFolder(folder) as ix:
+        assert ix.index(12).d == 16 and ix.index(32).d == 32  # 12 bits padded to 2 bytes
+        for d in (12, 32):
+            sb, sq = np.where(xb[:, :d] > 0, 1.0, -1.0), np.where(xq[:, :d] > 0, 1.0, -1.0)
+            S = sq @ sb.T / d  # sign agreement = 1 - 2 hamming / d, (nq, N)
+            D, I = search_index(ix, xq, k=10, dim=d)
+            # exact up to ties: the scores are the true top 10, and each id has the score given
+            np.testing.assert_allclose(D, -np.sort(-S, axis=1)[:, :10], atol=1e-6)
+            np.testing.assert_allclose(np.take_along_axis(S, I, axis=1), D, atol=1e-6)
+            assert all(len(set(row)) == 10 for row in I.tolist())
+        # a binary shortlist re-ranked with the stored float vectors: the whole shortlist gives exact search
+        D, I = search_index(ix, xq, k=5, funnel=Funnel(12, 32, shortlist=len(tiny_texts)))
+        np.testing.assert_array_equal(I, knn(xq, xb, 5)[1])
+
+
+def test_quantized_ivfpq_is_refused(tmp_path, model, tiny_texts):
+    with pytest.raises(DistillError, match="--precision int8 works with --index-type flat or hnsw"):
+        build_index(model, tiny_texts, tmp_path / "ix", index_type="ivfpq", precision="int8")
+    assert not (tmp_path / "ix").exists()
+
+
+def test_hnsw_int8_and_binary_indexes_record_recall(tmp_path, model, tiny_texts):
+    for precision in ("int8", "binary"):
+        m = build_index(model, tiny_texts, tmp_path / precision, dims=[32], index_type="hnsw", precision=precision)
+        assert m.index_type == "hnsw" and m.index_params["hnsw_m"] == 32
+        assert 0.0 < m.recall_at_10["32"] <= 1.0
+        [res] = query_index(tmp_path / precision, [tiny_texts[7]], model, k=3)
+        assert res["hits"][0]["text"] == tiny_texts[7]
+
+
+def test_compare_precisions_rows(tiny_texts):
+    from distill.index import compare_precisions
+
+    x_t = FakeModel(dim=32).encode(tiny_texts)
+    x_s = FakeModel(dim=32, seed=3).encode(tiny_texts)
+    rows = compare_precisions(x_t, x_s, [8, 32], ["float32", "int8", "binary"], k=10)
+    got = {(r["dim"], r["precision"]): r for r in rows}
+    assert [(r["dim"], r["precision"], r["bytes_per_vector"]) for r in rows] == [
+        (8, "float32", 32), (8, "int8", 8), (8, "binary", 1), (32, "float32", 128), (32, "int8", 32),
+        (32, "binary", 4)]
+    from distill.index import neighbour_overlap
+
+    assert got[(32, "float32")]["overlap"] == neighbour_overlap(x_t, x_s, 10)
+    assert abs(got[(32, "int8")]["overlap"] - got[(32, "float32")]["overlap"]) < 0.05
+    assert got[(32, "binary")]["overlap"] < got[(32, "int8")]["overlap"]
+    same = {(r["dim"], r["precision"]): r["overlap"] for r in compare_precisions(x_t, x_t, [32], k=10)}
+    assert same[(32, "float32")] == 1.0 and 0.9 < same[(32, "int8")] < 1.0 and same[(32, "binary")] < 0.9
+
+
+def test_cli_build_metric_precision_and_compare_precision(tmp_path, tiny_bert_dir, tiny_corpus, tiny_texts):
+    from distill.models import load_model
+
+    out = tmp_path / "ix"
+    r = runner.invoke(app, ["index", "build", "--model", str(tiny_bert_dir), "--corpus", str(tiny_corpus),
+                            "--dims", "16,32", "--out", str(out), "--metric", "dot"])
+    assert r.exit_code == 0, r.output
+    assert "200 texts, flat index at dims 16,32 (dot, float32)" in r.output
+    r = runner.invoke(app, ["query", tiny_texts[3], "--index", str(out), "-k", "3", "--json", "--dim", "16"])
+    [res] = json.loads(r.output)
+    raw = load_model(tiny_bert_dir).embed_texts(tiny_texts + [tiny_texts[3]])[:, :16]  # the teacher's raw vectors
+    D_true, I_true = brute_force(raw[-1:], raw[:-1], 3)
+    assert [h["id"] for h in res["hits"]] == I_true[0].tolist()
+    np.testing.assert_allclose([h["score"] for h in res["hits"]], D_true[0], rtol=1e-4)
+    r = runner.invoke(app, ["index", "build", "--model", str(tiny_bert_dir), "--corpus", str(tiny_corpus),
+                            "--dims", "16,32", "--out", str(tmp_path / "b"), "--precision", "binary"])
+    assert r.exit_code == 0 and "(cos, binary)" in r.output and "recall@10" in r.output, r.output
+    r = runner.invoke(app, ["index", "build", "--model", str(tiny_bert_dir), "--corpus", str(tiny_corpus),
+                            "--out", str(tmp_path / "x"), "--precision", "int4"])
+    assert r.exit_code == 2 and "int4" in r.output
+    r = runner.invoke(app, ["compare", "--teacher", str(tiny_bert_dir), "--student", str(tiny_bert_dir), "--corpus",
+                            str(tiny_corpus), "-k", "5", "--dims", "8,32", "--limit", "120", "--pairs", "500",
+                            "--precision", "float32,binary", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["precisions"]
+    assert [(x["dim"], x["precision"], x["bytes_per_vector"]) for x in rows] == [
+        (8, "float32", 32), (8, "binary", 1), (32, "float32", 128), (32, "binary", 4)]
+    assert rows[2]["overlap"] == 1.0 and rows[3]["overlap"] < 1.0
+    r = runner.invoke(app, ["compare", "--teacher", str(tiny_bert_dir), "--student", str(tiny_bert_dir), "--corpus",
+                            str(tiny_corpus), "-k", "5", "--dims", "32", "--limit", "120", "--pairs", "500",
+                            "--precision", "int8"])
+    assert r.exit_code == 0 and "bytes/vector" in r.output, r.output
+    r = runner.invoke(app, ["compare", "--teacher", "x", "--student", "y", "--corpus", str(tiny_corpus),
+                            "--precision", "fp16"])
+    assert r.exit_code == 2 and "--precision takes a comma list of float32, int8, binary" in r.output

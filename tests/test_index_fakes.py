@@ -35,7 +35,8 @@ class FakeModel:
         return f
 
     def encode(self, texts: list[str], dim: int | None = None, batch_size: int = 256,
-               progress: bool = False) -> np.ndarray:
+               progress: bool = False, normalize: bool = True) -> np.ndarray:
+        """(N, dim) float32; ``normalize=False``: the raw vectors, whose norms grow with the text's length."""
         if self.semantic:
             x = np.stack([self._features(t) for t in texts]) @ self.proj  # (N, dim)
         else:
@@ -43,6 +44,8 @@ class FakeModel:
                      for t in texts]
             x = np.stack([np.random.default_rng(s).standard_normal(self.dim) for s in seeds])
         x = x[:, :dim].astype(np.float32)
+        if not normalize:
+            return x
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
@@ -54,3 +57,6 @@ def test_fake_model_follows_the_contract():
     np.testing.assert_array_equal(x[0], x[1])
     full = m.encode(["a dog"])
     np.testing.assert_allclose(x[2], full[0, :16] / np.linalg.norm(full[0, :16]), rtol=1e-5)
+    raw = m.encode(["a dog", "a dog chases the red ball across the long garden"], normalize=False)
+    np.testing.assert_allclose(raw[0] / np.linalg.norm(raw[0]), full[0], rtol=1e-5)
+    assert np.linalg.norm(raw[1]) > 1.5 * np.linalg.norm(raw[0])  # norms carry the text's length

@@ -14,9 +14,22 @@ import faiss
 import numpy as np
 
 from distill.errors import CorpusError, DistillError
-from distill.index.models import EmbeddingModel, model_dims, model_identity, model_spec
-from distill.index.search import knn, normalize_prefix, recall_at_k
-from distill.index.store import DOCS, DocStore, IndexFolder, Manifest, save_faiss, save_vectors
+from distill.index.models import EmbeddingModel, embed, model_dims, model_identity, model_spec
+from distill.index.precision import Metric, Precision, binary_codes, index_search
+from distill.index.search import knn, prefix, recall_at_k
+from distill.index.store import (
+    DOCS,
+    DocStore,
+    Manifest,
+    chunk_file,
+    gen_name,
+    index_file,
+    is_index_folder,
+    save_faiss,
+    switch_generation,
+    writer_lock,
+)
+from distill.io import save_npy
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +39,7 @@ IVFPQ_MIN = 10_000  # 256 PQ centroids per sub-quantizer want ~39 training point
 
 
 class IndexType(str, Enum):
-    AUTO = "auto"  # chosen by size: flat, then hnsw past 1M, then ivfpq past 5M
+    AUTO = "auto"  # chosen by size: flat, then hnsw past 1M, then ivfpq past 5M (float32 only)
     FLAT = "flat"  # exact IndexFlatIP
     HNSW = "hnsw"  # IndexHNSWFlat, graph search on the exact vectors
     IVFPQ = "ivfpq"  # IndexIVFPQ, inverted lists of product-quantized codes
@@ -42,11 +55,18 @@ class IndexParams:
     seed: int = 0
 
 
-def choose_index_type(n: int, index_type: IndexType | str = IndexType.AUTO) -> IndexType:
-    index_type = IndexType(index_type)
-    if index_type is not IndexType.AUTO:
-        return index_type
-    return IndexType.FLAT if n < APPROX_FROM else IndexType.HNSW if n < IVFPQ_FROM else IndexType.IVFPQ
+def choose_index_type(n: int, index_type: IndexType | str = IndexType.AUTO,
+                      precision: Precision | str = Precision.FLOAT32) -> IndexType:
+    """:raises DistillError: ivfpq with int8 or binary codes (PQ is a compression of its own)."""
+    index_type, precision = IndexType(index_type), Precision(precision)
+    quantized = precision is not Precision.FLOAT32
+    if index_type is IndexType.AUTO:
+        index_type = (IndexType.FLAT if n < APPROX_FROM else IndexType.HNSW if n < IVFPQ_FROM or quantized
+                      else IndexType.IVFPQ)
+    if index_type is IndexType.IVFPQ and quantized:
+        raise DistillError(f"--precision {precision.value} works with --index-type flat or hnsw; ivfpq already "
+                           "compresses its vectors (use --precision float32 with it)")
+    return index_type
 
 
 def pq_subquantizers(d: int) -> int:
@@ -54,22 +74,47 @@ def pq_subquantizers(d: int) -> int:
     return max((m for m in range(1, d + 1) if d % m == 0 and d // m >= 4), default=1)
 
 
-def make_index(xb: np.ndarray, index_type: IndexType | str, params: IndexParams = IndexParams()
-               ) -> tuple[faiss.Index, dict]:
-    """An inner-product FAISS index over the normalized vectors ``xb`` (N, d), trained and filled.
+def make_index(xb: np.ndarray, index_type: IndexType | str, params: IndexParams = IndexParams(),
+               precision: Precision | str = Precision.FLOAT32) -> tuple[faiss.Index | faiss.IndexBinary, dict]:
+    """An inner-product FAISS index over the prefixes ``xb`` (N, d), trained and filled.
 
-    Returns the index and the parameters to record in the manifest.
-    :raises DistillError: IVF-PQ asked for with too few vectors to train it.
+    ``xb`` is already what the metric compares (normalized for cos, raw for dot). ``int8`` trains
+    its per-dim min/max on ``xb``; ``binary`` indexes the sign bits of ``xb`` (search it through
+    :func:`~distill.index.precision.index_search`). Returns the index and the parameters to record
+    in the manifest.
+    :raises DistillError: IVF-PQ asked for with too few vectors to train it, or with int8/binary codes.
     """
     n, d = xb.shape
-    index_type = choose_index_type(n, index_type)
+    precision = Precision(precision)
+    index_type = choose_index_type(n, index_type, precision)
+    hnsw = {"hnsw_m": params.hnsw_m, "ef_construction": params.ef_construction, "ef_search": params.ef_search}
+    if precision is Precision.BINARY:
+        bits = -(-d // 8) * 8  # FAISS codes are whole bytes: the padding bits are zero in every code
+        if index_type is IndexType.FLAT:
+            index, used = faiss.IndexBinaryFlat(bits), {}
+        else:
+            index, used = faiss.IndexBinaryHNSW(bits, params.hnsw_m), hnsw
+            index.hnsw.efConstruction, index.hnsw.efSearch = params.ef_construction, params.ef_search
+        index.add(binary_codes(xb))
+        return index, {"type": index_type.value, **used}
+    if precision is Precision.INT8:
+        qt = faiss.ScalarQuantizer.QT_8bit  # per-dim min/max of xb, 256 levels
+        if index_type is IndexType.FLAT:
+            index, used = faiss.IndexScalarQuantizer(d, qt, faiss.METRIC_INNER_PRODUCT), {}
+        else:
+            index = faiss.IndexHNSWSQ(d, qt, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction, index.hnsw.efSearch = params.ef_construction, params.ef_search
+            used = hnsw
+        index.train(xb)
+        index.add(xb)
+        return index, {"type": index_type.value, **used, "calibration": "per-dim min/max", "calibrated_on": n}
     if index_type is IndexType.FLAT:
         index, used = faiss.IndexFlatIP(d), {}
     elif index_type is IndexType.HNSW:
         index = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = params.ef_construction
         index.hnsw.efSearch = params.ef_search
-        used = {"hnsw_m": params.hnsw_m, "ef_construction": params.ef_construction, "ef_search": params.ef_search}
+        used = hnsw
     else:
         if n < IVFPQ_MIN:
             raise DistillError(f"ivfpq needs at least {IVFPQ_MIN} vectors to train its codebooks, got {n}; "
@@ -86,8 +131,8 @@ def make_index(xb: np.ndarray, index_type: IndexType | str, params: IndexParams 
     return index, {"type": index_type.value, **used}
 
 
-def estimate_recall(index: faiss.Index, xb: np.ndarray, k: int = 10, nq: int = 200, seed: int = 0) -> float:
-    """recall@k of ``index`` against exact search, with ``nq`` database vectors as queries.
+def estimate_recall(index, xb: np.ndarray, k: int = 10, nq: int = 200, seed: int = 0) -> float:
+    """recall@k of ``index`` (any precision) against exact float search, with ``nq`` database vectors as queries.
 
     A database vector finds itself first in both searches, which would count as a free hit: each
     query's own row is dropped from both lists (k + 1 are asked for), so the figure is the recall of
@@ -100,7 +145,7 @@ def estimate_recall(index: faiss.Index, xb: np.ndarray, k: int = 10, nq: int = 2
     if k < 1:
         return 1.0
     _, I_true = knn(xq, xb, k + 1)
-    _, I = index.search(xq, k + 1)
+    _, I = index_search(index, xq, k + 1)
 
     def others(rows: np.ndarray) -> np.ndarray:
         return np.stack([[i for i in row if i != q][:k] for row, q in zip(rows, qid)])
@@ -116,80 +161,53 @@ def _check_dims(dims: list[int], width: int) -> list[int]:
     return dims
 
 
-def _embed(model: EmbeddingModel, texts: list[str], width: int, batch_size: int, progress: bool) -> np.ndarray:
-    # One pass at full width: the contract says encode(texts, dim=d) is the re-normalized prefix of that.
-    xb = np.asarray(model.encode(texts, batch_size=batch_size, progress=progress), dtype=np.float32)
-    if xb.ndim != 2 or len(xb) != len(texts) or xb.shape[1] < width:
-        raise DistillError(f"the model returned vectors of shape {xb.shape} for {len(texts)} texts, "
-                           f"expected ({len(texts)}, >= {width})")
-    return normalize_prefix(xb, width)
-
-
 def build_index(model: EmbeddingModel, texts: list[str], out: str | Path, dims: list[int] | None = None,
                 index_type: IndexType | str = IndexType.AUTO, spec: str | Path | None = None,
                 params: IndexParams = IndexParams(), batch_size: int = 64, progress: bool = False,
-                overwrite: bool = False) -> Manifest:
-    """Embed ``texts`` with ``model`` and write an index folder at ``out``.
+                overwrite: bool = False, metric: Metric | str = Metric.COS,
+                precision: Precision | str = Precision.FLOAT32) -> Manifest:
+    """Embed ``texts`` with ``model`` and write an index folder at ``out`` (its first generation).
 
     :param dims: prefix sizes to index (default: the model's ``dims``, or its full width).
     :param spec: how to load the model again for queries (default: its identity's name).
+    :param metric: ``cos`` (normalized prefixes) or ``dot`` (raw prefixes, for norms that carry meaning).
+    :param precision: ``float32``, ``int8`` (scalar quantization) or ``binary`` (sign bits, Hamming).
     :raises CorpusError: no texts. :raises DistillError: bad dims, an existing non-index folder.
     """
     if not texts:
         raise CorpusError("the corpus holds no texts to index")
+    metric, precision = Metric(metric), Precision(precision)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise DistillError(f"{out} exists and is not empty; pass --overwrite or another --out")
-        if not (out / "manifest.json").is_file():
+        if not is_index_folder(out):
             raise DistillError(f"{out} is not an index folder; refusing to overwrite it")
         shutil.rmtree(out)
     dims = _check_dims(dims or model_dims(model), int(model.dim))
+    index_type = choose_index_type(len(texts), index_type, precision)
     identity = model_identity(model)
-    xb = _embed(model, texts, max(dims), batch_size, progress)
-    index_type = choose_index_type(len(xb), index_type)
+    xb = embed(model, texts, max(dims), metric, batch_size, progress)
     out.mkdir(parents=True, exist_ok=True)
-    save_vectors(out, xb)
-    recalls, used = {}, {}
-    for d in dims:
-        xd = normalize_prefix(xb, d)
-        index, used = make_index(xd, index_type, params)
-        if index_type is not IndexType.FLAT:
-            recalls[str(d)] = estimate_recall(index, xd, seed=params.seed)
-            logger.info("%s index at %d dims: recall@10 %.3f against exact search", index_type.value, d,
-                        recalls[str(d)])
-        save_faiss(out, d, index)
-    docs = DocStore(out / DOCS)
-    docs.add(0, texts)
-    docs.close()
-    manifest = Manifest(model=identity, model_spec=model_spec(spec) if spec else str(identity.get("name", "")),
-                        dims=dims, count=len(texts), index_type=index_type.value, index_params=used,
-                        recall_at_10=recalls)
-    manifest.save(out)  # last: a folder without a manifest is not an index
+    with writer_lock(out):
+        gen = out / gen_name(1)
+        gen.mkdir()
+        save_npy(gen / chunk_file(0), xb)
+        recalls, used = {}, {}
+        for d in dims:
+            xd = prefix(xb, d, metric)
+            index, used = make_index(xd, index_type, params, precision)
+            if index_type is not IndexType.FLAT or precision is not Precision.FLOAT32:
+                recalls[str(d)] = estimate_recall(index, xd, seed=params.seed)
+                logger.info("%s %s index at %d dims: recall@10 %.3f against exact search", index_type.value,
+                            precision.value, d, recalls[str(d)])
+            save_faiss(gen / index_file(d), index)
+        with DocStore(out / DOCS) as docs:
+            docs.put(0, texts)
+        manifest = Manifest(model=identity, model_spec=model_spec(spec) if spec else str(identity.get("name", "")),
+                            dims=dims, count=len(texts), index_type=index_type.value, index_params=used,
+                            recall_at_10=recalls, metric=metric.value, precision=precision.value,
+                            chunks=[len(texts)])
+        manifest.save(gen)
+        switch_generation(out, gen)  # last: a folder without CURRENT is not an index
     return manifest
-
-
-def add_to_index(folder: str | Path, model: EmbeddingModel, texts: list[str], batch_size: int = 64,
-                 progress: bool = False) -> tuple[int, int]:
-    """Append ``texts`` to an index without rebuilding it; returns (first new id, count after).
-
-    :raises IndexMismatchError: ``model`` is not the model the index was built with.
-    :raises CorpusError: no texts.
-    """
-    if not texts:
-        raise CorpusError("no texts to add")
-    with IndexFolder(folder) as ix:
-        m = ix.manifest
-        m.check_model(model_identity(model))
-        x_new = _embed(model, texts, m.width, batch_size, progress)
-        first = m.count
-        for d in m.dims:
-            index = ix.index(d)
-            index.add(normalize_prefix(x_new, d))
-            save_faiss(ix.folder, d, index)
-        save_vectors(ix.folder, np.concatenate([np.asarray(ix.xb), x_new]))
-        ix._xb = None
-        ix.docs.add(first, texts)
-        m.count = first + len(texts)
-        m.save(ix.folder)
-    return first, m.count

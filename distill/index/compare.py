@@ -7,13 +7,15 @@ Every metric takes two arrays of row-aligned, L2-normalized vectors ``xa`` (N, d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from distill.errors import DistillError
-from distill.index.search import normalize_prefix, self_knn
+from distill.index.build import IndexType, make_index
+from distill.index.precision import Precision, bytes_per_vector, index_search
+from distill.index.search import drop_self, normalize_prefix, self_knn
 
 
 def neighbour_overlap(xa: np.ndarray, xb: np.ndarray, k: int = 10) -> float:
@@ -47,6 +49,8 @@ def _mutual_edges(I: np.ndarray) -> set[tuple[int, int]]:
 
 def pairwise_spearman(xa: np.ndarray, xb: np.ndarray, n_pairs: int = 20_000, seed: int = 0) -> float:
     """Spearman correlation of the cosine similarities of ``n_pairs`` random pairs (i != j) in both spaces."""
+    from scipy.stats import spearmanr  # here: scipy.stats takes ~1 s to import, and searching needs none of it
+
     n = len(xa)
     rng = np.random.default_rng(seed)
     i = rng.integers(0, n, n_pairs)
@@ -117,9 +121,43 @@ def compare_spaces(x_ref: np.ndarray, x: np.ndarray, dims: list[int], name: str,
     return rows, examples
 
 
+def quantized_self_knn(xb: np.ndarray, k: int, precision: Precision | str) -> np.ndarray:
+    """The k nearest other rows of each row of ``xb`` (N, d) in an exact index of ``precision``: (N, k).
+
+    Searched as an index of that precision is: float queries against int8 codes, sign bits
+    against sign bits (Hamming).
+    """
+    index, _ = make_index(xb, IndexType.FLAT, precision=precision)
+    _, I = index_search(index, xb, k + 1)
+    return drop_self(I, k)
+
+
+def compare_precisions(x_ref: np.ndarray, x: np.ndarray, dims: list[int],
+                       precisions: Sequence[Precision | str] = tuple(Precision), k: int = 10) -> list[dict]:
+    """Neighbour overlap@k with the reference space ``x_ref`` of each prefix size of ``x`` stored at each precision.
+
+    Returns one row per (dim, precision): ``{"dim", "precision", "bytes_per_vector", "overlap", "k"}``,
+    ``bytes_per_vector`` being the code size of a ``dim``-dim prefix (4 d, d, ceil(d / 8)).
+    :raises DistillError: row counts that differ, or too few rows for ``k``.
+    """
+    if len(x_ref) != len(x):
+        raise DistillError(f"cannot compare {len(x_ref)} reference vectors with {len(x)} vectors")
+    if len(x) <= k:
+        raise DistillError(f"comparing neighbours at k={k} needs more than {k} texts, got {len(x)}")
+    I_ref = self_knn(x_ref, k)
+    rows = []
+    for d in dims:
+        xd = normalize_prefix(x, d)
+        for p in map(Precision, precisions):
+            I = self_knn(xd, k) if p is Precision.FLOAT32 else quantized_self_knn(xd, k, p)
+            rows.append({"dim": int(d), "precision": p.value, "bytes_per_vector": bytes_per_vector(d, p),
+                         "overlap": _overlap(I_ref, I), "k": k})
+    return rows
+
+
 def compare_models(teacher, student, texts: list[str], dims: list[int] | None = None, k: int = 10,
                    n_pairs: int = 20_000, n_examples: int = 3, seed: int = 0, batch_size: int = 64,
-                   progress: bool = False, rotate=None) -> dict:
+                   progress: bool = False, rotate=None, precisions: Sequence[Precision | str] | None = None) -> dict:
     """Compare the student's prefixes, and the teacher's own prefixes (the baselines), with the teacher's
     full-width space over ``texts``.
 
@@ -128,8 +166,11 @@ def compare_models(teacher, student, texts: list[str], dims: list[int] | None = 
     ``teacher-rotated`` cuts the rotated teacher, whose leading dimensions hold the most of it: that
     is the baseline a student of the same size must be held against.
 
-    Returns ``{"reference": ..., "rows": [SpaceComparison dicts], "examples": [...]}``; example
-    neighbours are given as texts.
+    With ``precisions``, also the student's overlap@k at each prefix size stored at each precision
+    (:func:`compare_precisions`), under ``"precisions"``.
+
+    Returns ``{"reference": ..., "rows": [SpaceComparison dicts], "examples": [...], "precisions": [...]}``;
+    example neighbours are given as texts.
     :raises DistillError: too few texts, or dims wider than the student.
     """
     from distill.index.models import model_dims, model_identity
@@ -156,4 +197,4 @@ def compare_models(teacher, student, texts: list[str], dims: list[int] | None = 
     return {"reference": {"model": model_identity(teacher), "dim": int(x_t.shape[1]), "n_texts": len(texts)},
             "student": model_identity(student), "k": k,
             "rows": [r.as_dict() for r in sorted(rows + t_rows, key=lambda r: (r.dim, r.model))],
-            "examples": examples}
+            "examples": examples, "precisions": compare_precisions(x_t, x_s, dims, precisions, k) if precisions else []}

@@ -10,8 +10,9 @@ import numpy as np
 
 from distill.errors import DistillError
 from distill.index.errors import IndexMismatchError
-from distill.index.models import EmbeddingModel, model_identity
-from distill.index.search import funnel_search, normalize_prefix
+from distill.index.models import EmbeddingModel, embed, model_identity
+from distill.index.precision import index_search
+from distill.index.search import funnel_search, prefix
 from distill.index.store import IndexFolder
 
 
@@ -39,8 +40,11 @@ def default_shortlist(k: int) -> int:
 
 def search_index(ix: IndexFolder, xq: np.ndarray, k: int = 10, dim: int | None = None,
                  funnel: Funnel | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Search an opened index with query vectors ``xq`` (nq, >= dim), normalized: D, I of shape (nq, k).
+    """Search an opened index with query vectors ``xq`` (nq, >= dim): D, I of shape (nq, k).
 
+    The index's metric says how ``xq`` is read: ``cos`` re-normalizes each prefix (any norm will do),
+    ``dot`` takes the raw prefixes (pass the model's raw vectors for raw dot-product scores; a
+    normalized query ranks the same, its scores scaled). Binary indexes score by sign agreement.
     :raises IndexMismatchError: a dim the index does not hold, or queries narrower than needed.
     """
     m = ix.manifest
@@ -55,9 +59,9 @@ def search_index(ix: IndexFolder, xq: np.ndarray, k: int = 10, dim: int | None =
             raise IndexMismatchError(f"--funnel re-ranks at {funnel.d_large} dims but the index stores only "
                                      f"{m.width}")
         return funnel_search(ix.index(funnel.d_small), ix.xb, xq, k, funnel.d_small, funnel.d_large,
-                             funnel.shortlist or default_shortlist(k))
+                             funnel.shortlist or default_shortlist(k), metric=m.metric)
     d = dim or m.width
-    return ix.index(d).search(normalize_prefix(xq, d), k)
+    return index_search(ix.index(d), prefix(xq, d, m.metric), k)
 
 
 def query_index(folder: str | Path, texts: list[str], model: EmbeddingModel, k: int = 10, dim: int | None = None,
@@ -74,8 +78,7 @@ def query_index(folder: str | Path, texts: list[str], model: EmbeddingModel, k: 
         m.check_model(model_identity(model))
         if dim is not None:
             m.check_dim(dim)
-        xq = normalize_prefix(np.asarray(model.encode(list(texts), batch_size=batch_size), dtype=np.float32),
-                              m.width)
+        xq = embed(model, list(texts), m.width, m.metric, batch_size)
         D, I = search_index(ix, xq, k=min(k, m.count), dim=dim, funnel=funnel)
         docs = ix.docs.get(I)
     return [{"query": text, "hits": [{"rank": r + 1, "score": float(s), "id": int(i), "text": docs[int(i)]}

@@ -3,13 +3,16 @@
 
 Functions take and return numpy arrays with the faiss-contrib names: ``xb`` database vectors,
 ``xq`` queries, ``k`` neighbours, ``d`` a prefix size, ``D`` scores and ``I`` ids (-1: no result).
-All vectors are L2-normalized, so inner product is cosine similarity.
+With the ``cos`` metric (the default) vectors are L2-normalized, so inner product is cosine
+similarity; with ``dot`` the raw prefixes are compared.
 """
 
 from __future__ import annotations
 
 import faiss
 import numpy as np
+
+from distill.index.precision import Metric, index_search
 
 _RERANK_CHUNK = 256  # queries per re-ranking step: bounds the (q, shortlist, d) gather in memory
 
@@ -18,6 +21,13 @@ def normalize_prefix(x: np.ndarray, d: int | None = None) -> np.ndarray:
     """The first ``d`` dims of each row, re-normalized to unit length: (N, d) float32."""
     x = np.ascontiguousarray(x[:, :d], dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def prefix(x: np.ndarray, d: int | None, metric: Metric | str = Metric.COS) -> np.ndarray:
+    """The ``d``-dim prefixes of ``x`` as an index of ``metric`` compares them: (N, d) float32."""
+    if Metric(metric) is Metric.COS:
+        return normalize_prefix(x, d)
+    return np.ascontiguousarray(np.asarray(x)[:, :d], dtype=np.float32)
 
 
 def knn(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,11 +40,16 @@ def knn(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
 def self_knn(xb: np.ndarray, k: int) -> np.ndarray:
     """The k nearest other rows of each row of ``xb`` (itself excluded): I of shape (N, k)."""
     _, I = knn(xb, xb, k + 1)
-    rows = np.arange(len(xb))[:, None]
+    return drop_self(I, k)
+
+
+def drop_self(I: np.ndarray, k: int) -> np.ndarray:
+    """From the k + 1 neighbours ``I`` (N, k + 1) of each database row searched for itself, the k others."""
+    rows = np.arange(len(I))[:, None]
     # the row itself is usually first, but ties (duplicates) can put it elsewhere or push it out
     keep = I != rows
-    out = np.empty((len(xb), k), dtype=np.int64)
-    for i in range(len(xb)):
+    out = np.empty((len(I), k), dtype=np.int64)
+    for i in range(len(I)):
         out[i] = I[i][keep[i]][:k]
     return out
 
@@ -46,23 +61,25 @@ def recall_at_k(I_true: np.ndarray, I: np.ndarray, k: int | None = None) -> floa
     return float(hits.any(axis=2).sum() / (len(I_true) * k))
 
 
-def rerank(xq: np.ndarray, xb: np.ndarray, I0: np.ndarray, k: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+def rerank(xq: np.ndarray, xb: np.ndarray, I0: np.ndarray, k: int, d: int, metric: Metric | str = Metric.COS
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Re-score candidate ids ``I0`` (nq, s) with the ``d``-dim prefixes of ``xb`` and keep the best k.
 
-    :param xq: queries of at least ``d`` dims (re-normalized at ``d`` here).
+    :param xq: queries of at least ``d`` dims (re-normalized at ``d`` here for ``cos``).
     :param xb: database vectors of at least ``d`` dims, as stored (any array-like indexable by rows).
     """
+    cos = Metric(metric) is Metric.COS
     nq, s = I0.shape
     k_out = min(k, s)
     D = np.full((nq, k), -np.inf, dtype=np.float32)
     I = np.full((nq, k), -1, dtype=np.int64)
-    q = normalize_prefix(xq, d)
+    q = prefix(xq, d, metric)
     for start in range(0, nq, _RERANK_CHUNK):
         cand = I0[start:start + _RERANK_CHUNK]  # (c, s)
         valid = cand >= 0
         xc = np.asarray(xb[np.where(valid, cand, 0).ravel(), :d], dtype=np.float32).reshape(*cand.shape, d)
         scores = np.einsum("csd,cd->cs", xc, q[start:start + _RERANK_CHUNK])  # (c, s)
-        if d < xb.shape[1]:  # stored rows are unit length at full width only: re-normalize their prefixes
+        if cos and d < xb.shape[1]:  # stored rows are unit length at full width only: re-normalize their prefixes
             scores /= np.sqrt(np.maximum(np.einsum("csd,csd->cs", xc, xc), 1e-24))
         scores[~valid] = -np.inf
         if k_out < s:
@@ -79,14 +96,14 @@ def rerank(xq: np.ndarray, xb: np.ndarray, I0: np.ndarray, k: int, d: int) -> tu
 
 
 def funnel_search(index_small: faiss.Index, xb: np.ndarray, xq: np.ndarray, k: int, d_small: int, d_large: int,
-                  shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+                  shortlist: int, metric: Metric | str = Metric.COS) -> tuple[np.ndarray, np.ndarray]:
     """Matryoshka retrieval: shortlist with the ``d_small`` prefix index, re-rank at ``d_large`` dims.
 
-    :param index_small: a faiss index over the ``d_small``-dim normalized prefixes of ``xb``.
+    :param index_small: a faiss index (any precision) over the ``d_small``-dim prefixes of ``xb``.
     :param xb: the stored database vectors, at least ``d_large`` dims wide.
     :param xq: queries, at least ``d_large`` dims wide.
     :param shortlist: how many candidates the small prefix keeps (at least ``k``).
     """
     shortlist = max(shortlist, k)
-    _, I0 = index_small.search(normalize_prefix(xq, d_small), shortlist)
-    return rerank(xq, xb, I0, k, d_large)
+    _, I0 = index_search(index_small, prefix(xq, d_small, metric), shortlist)
+    return rerank(xq, xb, I0, k, d_large, metric)
