@@ -19,9 +19,10 @@ logger = logging.getLogger("distill")
 def run_command(
     teacher: Annotated[str | None, typer.Option("--teacher", "-t", help="Alias, Hugging Face id or folder "
                                                 "(default: minilm, bundled).")] = None,
-    corpus: Annotated[str | None, typer.Option(help="Training texts: .txt, .jsonl, .csv, .parquet, a saved "
-                                               "dataset folder or hf:DATASET_ID[:CONFIG][@SPLIT]. Without one, "
-                                               "the student is distilled from the vocabulary.")] = None,
+    corpus: Annotated[str | None, typer.Option(help="Training texts: .txt, .jsonl, .csv, .parquet (.gz too), a "
+                                               "saved dataset folder, hf:DATASET_ID[:CONFIG][@SPLIT], or "
+                                               "wikitext-2 (the default: 4,772 English sentences shipped with "
+                                               "distill); none: distil the vocabulary alone.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<teacher>-<student>-<time>).")] = None,
     student: Annotated[str | None, typer.Option(help="static | transformer.")] = None,
     dims: Annotated[str | None, typer.Option(help="Nested prefix sizes, e.g. 32,64,128,256.")] = None,
@@ -69,8 +70,6 @@ def run_command(
     Each stage writes into the run folder and is skipped when its output there is complete; the stages
     also run alone: `distill train RUN`, `distill eval RUN`, `distill export RUN`.
     """
-    import json
-
     import yaml
 
     from distill.pipeline.run import RunConfig, run
@@ -83,13 +82,15 @@ def run_command(
         if not isinstance(options, dict):
             raise DistillError(f"{config} must hold a mapping of options")
     train = dict(options.pop("train", {}) or {})
-    flags = {"teacher": teacher, "corpus": str(corpus) if corpus else None, "student": student,
+    flags = {"teacher": teacher, "corpus": corpus, "student": student,
              "dims": tuple(parse_dims(dims)) if dims else None, "limit": limit, "holdout": holdout,
              "sts": str(sts) if sts else None, "text_column": text_column,
              "targets_dir": str(targets_dir) if targets_dir else None, "device": device, "pooling": pooling,
              "layer": layer, "max_length": max_length, "prompt": prompt, "teacher_batch_size": teacher_batch_size,
              "teacher_dtype": teacher_dtype}
     options.update({k: v for k, v in flags.items() if v is not None})
+    if options.get("corpus") in ("none", ""):  # no texts: the student is the rotated vocabulary
+        options["corpus"] = None
     if tokenizer is not None:
         options["tokenizer"] = tokenizer
     hierarchy = {"groups": str(groups) if groups else None, "emergent": emergent or None, "weight": hierarchy_weight,
@@ -104,16 +105,57 @@ def run_command(
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(options.get("teacher", "minilm")).strip("/").split("/")[-1])
         out = Path("runs") / f"{name}-{options.get('student', 'static')}-{time.strftime('%Y%m%d-%H%M%S')}"
     options["out"] = str(out)
-    if not options.get("corpus"):
+    if "corpus" in options and not options["corpus"]:
         options.setdefault("holdout", 0)
     cfg = RunConfig.from_dict({**options, "train": train})
     summary = run(cfg, resume=resume, until=until)
-    typer.echo(f"run folder: {out}")
+    print_summary(summary, out)
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    """The run's last lines: per prefix, the student's agreement with the teacher beside its
+    initialisation's and the rotated teacher's own prefix; its size and speed; where the report is."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    held = summary.get("holdout")
+    if held:
+        table = Table(title=f"agreement with the teacher on {summary['holdout_texts']} held-out texts",
+                      title_justify="left")
+        table.add_column("dims", justify="right")
+        for name in ("overlap@10", "similarity Spearman"):
+            for who in ("student", "init", "teacher PCA prefix"):
+                if who != "init" or "init" in held:
+                    table.add_column(f"{name}\n{who}", justify="right")
+        for d in summary["dims"]:
+            row = [str(d)]
+            for key in ("overlap@10", "sim_spearman"):
+                for who in ("student", "init", "teacher_rotated"):
+                    if who in held:
+                        row.append(f"{held[who][str(d)][key]:.3f}")
+            table.add_row(*row)
+        console.print(table)
+        if "init" in held:
+            top = str(summary["dims"][-1])
+            a, b = held["init"][top]["overlap@10"], held["student"][top]["overlap@10"]
+            console.print(f"training moved overlap@10 at {top} dims from {a:.3f} (initialisation) to {b:.3f} "
+                          f"({b - a:+.3f}, {100 * (b - a) / max(a, 1e-9):+.0f}%)")
+    speed, size = summary.get("speed"), summary.get("size")
+    if speed and size:
+        console.print(f"student: {size['student_parameters'] / 1e6:.1f}M parameters (teacher "
+                      f"{size['teacher_parameters'] / 1e6:.1f}M); {speed['sentences_per_s']:,.0f} sentences/s on "
+                      f"{speed['student_device']} against the teacher's {speed['teacher_sentences_per_s']:,.0f} on "
+                      f"{speed['device']}: {speed['speedup']:.0f}x")
+    if "sts" in summary:
+        top = str(summary["dims"][-1])
+        sts = summary["sts"]
+        console.print(f"STS Spearman x100 at {top} dims: student {sts['student'][top]['spearman']:.1f}, "
+                      f"teacher {sts['teacher'][top]['spearman']:.1f}")
     if "note" in summary:
-        typer.echo(f"note: {summary['note']}")
-    for section in ("holdout", "sts"):
-        if section in summary:
-            typer.echo(f"{section}: {json.dumps(summary[section]['student'])}")
+        console.print(f"note: {summary['note']}")
+    report = out / "report.html"
+    console.print(f"run folder: {out}" + (f"; report: {report}" if report.is_file() else ""))
 
 
 def train_command(

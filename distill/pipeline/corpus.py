@@ -1,5 +1,7 @@
-"""Reading corpora lazily: .txt (one text per line), .jsonl / .csv / .tsv / .parquet with a text column,
-a folder written by ``datasets.Dataset.save_to_disk``, or a Hugging Face dataset id (``hf:ID[:CONFIG][@SPLIT]``).
+"""Reading corpora lazily: .txt (one text per line), .jsonl / .csv / .tsv / .parquet with a text column
+(.txt, .jsonl, .csv and .tsv also gzipped: ``.txt.gz``), a folder written by ``datasets.Dataset.save_to_disk``,
+a Hugging Face dataset id (``hf:ID[:CONFIG][@SPLIT]``), or the name of the corpus shipped with distill
+(``wikitext-2``: the default of ``distill run``).
 
 A :class:`Corpus` is re-iterable and never holds the whole file: it yields one stripped, non-empty
 text at a time and stops at ``limit`` while reading, so a corpus larger than memory works and
@@ -22,12 +24,35 @@ logger = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")
 HF_PREFIX = "hf:"
+# Shipped with the package: 4,772 English sentences of WikiText-2 (CC BY-SA 3.0), see distill/data/README.md
+BUILTIN = {"wikitext-2": Path(__file__).resolve().parents[1] / "data" / "wikitext2.txt.gz"}
+DEFAULT_CORPUS = "wikitext-2"
+
+
+def resolve_source(source: str) -> str:
+    """A corpus spec with the shipped corpora's names replaced by their files."""
+    return str(BUILTIN[source]) if source in BUILTIN else source
+
+
+def _format(path: Path) -> str:
+    """The reader's key: the suffix, or the one before ``.gz``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else (suffixes[-1] if suffixes else "")
+
+
+def _open(path: Path):
+    """Binary file object, decompressing ``.gz`` on the fly."""
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 _CHUNK_ROWS = 8192  # rows per read of the csv / parquet / datasets readers
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, decoded line without its newline), reading in binary so only ``\\n`` splits."""
-    with open(path, "rb") as f:
+    with _open(path) as f:
         offset = 0
         for n, raw in enumerate(f, start=1):
             if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark would stick to the first text
@@ -67,7 +92,7 @@ def _read_jsonl(path: Path, column: str) -> Iterator[object]:
 def _read_csv(path: Path, column: str) -> Iterator[object]:
     import pandas as pd
 
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    sep = "\t" if _format(path) == ".tsv" else ","  # pandas decompresses .gz itself
     try:
         header = pd.read_csv(path, sep=sep, dtype=str, nrows=0, encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -187,6 +212,7 @@ class Corpus:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_stats", {"n_empty": 0})
+        object.__setattr__(self, "source", resolve_source(self.source))
         if self.limit is not None and self.limit < 1:
             raise CorpusError(f"--limit must be a positive number of texts, got {self.limit}")
         if self.source.startswith(HF_PREFIX):
@@ -197,9 +223,10 @@ class Corpus:
             return
         if not path.is_file():
             raise CorpusError(f"corpus {path} does not exist")
-        if path.suffix.lower() not in _READERS:
-            raise CorpusError(f"{path}: unknown corpus format {path.suffix.lower()!r} (use one of "
-                              f"{', '.join(SUFFIXES)}, a saved dataset folder or hf:DATASET_ID)")
+        if _format(path) not in _READERS or (path.suffix.lower() == ".gz" and _format(path) == ".parquet"):
+            raise CorpusError(f"{path}: unknown corpus format {''.join(path.suffixes[-2:]).lower()!r} (use one of "
+                              f"{', '.join(SUFFIXES)} (gzipped too, but for parquet), a saved dataset folder, "
+                              f"hf:DATASET_ID or {', '.join(BUILTIN)})")
 
     @property
     def n_empty(self) -> int:
@@ -211,7 +238,7 @@ class Corpus:
         path = Path(self.source)
         if path.is_dir():
             return _read_dataset(_load_saved_dataset(path, self.split), str(path), self.text_column)
-        return _READERS[path.suffix.lower()](path, self.text_column)
+        return _READERS[_format(path)](path, self.text_column)
 
     def __iter__(self) -> Iterator[str]:
         n_texts = n_empty = 0

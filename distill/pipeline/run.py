@@ -12,7 +12,7 @@ from distill.errors import DistillError
 from distill.hierarchy.config import HierarchyConfig, TokenizerMode
 from distill.io import save_json
 from distill.pipeline import stages
-from distill.pipeline.corpus import Corpus
+from distill.pipeline.corpus import DEFAULT_CORPUS, Corpus
 from distill.pipeline.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 class RunConfig:
     out: str  # the run folder
     teacher: str = "minilm"
-    corpus: str | None = None
+    corpus: str | None = DEFAULT_CORPUS  # the shipped WikiText-2 sentences; None: distil the vocabulary alone
     text_column: str = "text"
     limit: int | None = None  # use only the first N texts of the corpus
     student: str = "static"

@@ -33,7 +33,7 @@ from distill.devices import distributed_state, run_device
 from distill.errors import DistillError
 from distill.io import remove_stale_tmp, save_json, save_text
 from distill.memory import trim_heap
-from distill.pipeline.corpus import Corpus
+from distill.pipeline.corpus import Corpus, resolve_source
 from distill.pipeline.pca import PCARotation
 from distill.pipeline.targets import TargetKind, TargetView, VocabTargets, label, vocab_targets
 
@@ -224,7 +224,7 @@ def corpus_stamp(cfg) -> list | None:
     makes the prepared data stale."""
     if not cfg.corpus or str(cfg.corpus).startswith("hf:"):
         return None
-    path = Path(cfg.corpus)
+    path = Path(resolve_source(cfg.corpus))
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
 
@@ -277,6 +277,8 @@ def train(cfg, resume: bool = False) -> dict:
         init_transformer(student, vocab.input_embeddings, vocab.ids)
     hierarchy = start_hierarchy(cfg.hierarchy, student, vocab, counts, pca, cfg.train.seed)
     result: dict = {"steps": 0}
+    if view is not None and state.is_main_process and not (out / INIT_NAME / "config.json").is_file():
+        _save_student(student, out / INIT_NAME)  # the baseline training must beat (evaluate scores both)
     if view is not None:
         dataset = TrainSet(tokens, view, train_idx, static=cfg.student == "static",
                            token_targets=meta["kind"] == TargetKind.TOKEN.value, pad_id=config.pad_id)
@@ -290,6 +292,10 @@ def train(cfg, resume: bool = False) -> dict:
         _save_student(student.cpu(), out / "student")
     state.wait_for_everyone()
     return result
+
+
+INIT_NAME = "student-init"  # the student as initialised, before training
+SPEED_TEXTS = 512  # held-out texts timed for the student-vs-teacher speed
 
 
 def _save_student(student, folder: Path) -> None:
@@ -328,6 +334,7 @@ def evaluate(cfg) -> dict:
                            "tokens by construction; pass --corpus to train it on texts")
     if "hierarchy" in train_info:
         summary["hierarchy"] = train_info["hierarchy"]
+    held_texts: list[str] = []
     if meta["held"] > 10:  # overlap@10 needs more than 10 held-out texts
         held_texts = [json.loads(line) for line in (data / "holdout.jsonl").read_text().splitlines()]
         view = TargetView.load(data, "targets")
@@ -337,9 +344,16 @@ def evaluate(cfg) -> dict:
         summary["holdout"] = {"student": agreement(x_student, x_teacher, dims),
                               "teacher_rotated": agreement(rotated, x_teacher, dims),
                               "teacher_truncated": agreement(x_teacher, x_teacher, dims)}
+        if (out / INIT_NAME / "config.json").is_file():
+            init = load_student(out / INIT_NAME)
+            summary["holdout"]["init"] = agreement(init.encode(held_texts), x_teacher, dims)
+    teacher = run_teacher(cfg) if held_texts or cfg.sts else None
+    if held_texts:
+        summary["speed"] = encode_speeds(student, teacher, held_texts[:SPEED_TEXTS])
+        summary["size"] = {"student_parameters": sum(p.numel() for p in student.parameters()),
+                           "teacher_parameters": sum(p.numel() for p in teacher.model.parameters())}
     if cfg.sts:
         pairs = read_pairs(cfg.sts)
-        teacher = run_teacher(cfg)
         pca = PCARotation.load(out / "pca.npz")
 
         class Rotated:  # the teacher in the run's rotated space: its prefixes are the baseline the student chases
@@ -348,6 +362,7 @@ def evaluate(cfg) -> dict:
 
         summary["sts"] = {"student": sts_scores(student, pairs, dims), "teacher": sts_scores(teacher, pairs, dims),
                           "teacher_rotated": sts_scores(Rotated(), pairs, dims)}
+    if teacher is not None:
         device = teacher.device
         del teacher
         _release(device)
@@ -355,6 +370,22 @@ def evaluate(cfg) -> dict:
     summary["seconds"] = sum(summary["stage_seconds"].values())
     save_json(out / "summary.json", summary)
     return summary
+
+
+def encode_speeds(student, teacher, texts: list[str], batch_size: int = 64) -> dict:
+    """Sentences per second of the student and of the teacher on the same texts, one after the other on
+    the run's device, each after a warm-up batch: the ratio is the speed-up a user of the student sees."""
+    def rate(encode) -> float:
+        encode(texts[:batch_size])
+        t = time.perf_counter()
+        encode(texts)
+        return len(texts) / max(time.perf_counter() - t, 1e-9)
+
+    s = rate(lambda x: student.encode(x, batch_size=batch_size))
+    t = rate(lambda x: teacher.embed_texts(x, batch_size=batch_size))
+    student_device = str(next(student.parameters()).device)
+    return {"texts": len(texts), "device": str(teacher.device), "student_device": student_device, "sentences_per_s": s,
+            "teacher_sentences_per_s": t, "speedup": s / t}
 
 
 def export(cfg) -> None:
