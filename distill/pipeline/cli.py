@@ -178,19 +178,19 @@ def train_command(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder or a student folder.")],
     out: Annotated[Path, typer.Option(help="Where to write the exported model.")],
-    format: Annotated[str, typer.Option("--format", help="native | sentence-transformers.")] = "sentence-transformers",
+    format: Annotated[str, typer.Option("--format", help="native | sentence-transformers | model2vec (static "
+                                        "students) | onnx.")] = "sentence-transformers",
+    dtype: Annotated[str, typer.Option(help="Storage of the per-token tables: float32 | float16 | int8 (one scale "
+                                       "per row); float16 and int8 for native and model2vec.")] = "float32",
 ) -> None:
-    """Export a student: a native folder (distill.load) or a sentence-transformers folder."""
+    """Export a student with its model card: a native folder (distill.load), a sentence-transformers or
+    Model2Vec folder (static students), or ONNX (model.onnx + tokenizer.json)."""
     from distill.students import load_student
-    from distill.students.export import export_sentence_transformers
+    from distill.students.card import run_summary
+    from distill.students.export import export_student
 
     student = load_student(run_dir)
-    if format == "native":
-        student.save(out)
-    elif format == "sentence-transformers":
-        export_sentence_transformers(student, out)
-    else:
-        raise DistillError(f"unknown export format {format!r} (native, sentence-transformers)")
+    export_student(student, out, format, dtype, summary=run_summary(run_dir, student))
     typer.echo(f"wrote {out}")
 
 

@@ -389,11 +389,15 @@ def encode_speeds(student, teacher, texts: list[str], batch_size: int = 64) -> d
 
 
 def export(cfg) -> None:
-    """Stage 4: the sentence-transformers folder of a static student (``student-st/``)."""
-    if cfg.student != "static":
-        return
+    """Stage 4: model cards (``README.md``) for ``student/`` and, for a static student, the
+    sentence-transformers folder ``student-st/`` (with its card)."""
     from distill.students import load_student
-    from distill.students.export import export_sentence_transformers
+    from distill.students.card import run_summary, write_model_card
+    from distill.students.export import ExportFormat, export_student
 
-    export_sentence_transformers(load_student(Path(cfg.out) / "student"), Path(cfg.out) / "student-st")
-
+    out = Path(cfg.out)
+    student = load_student(out / "student")
+    summary = run_summary(out, student)
+    write_model_card(out / "student", student, summary, ExportFormat.NATIVE.value)
+    if cfg.student == "static":
+        export_student(student, out / "student-st", ExportFormat.SENTENCE_TRANSFORMERS.value, summary=summary)

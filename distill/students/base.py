@@ -151,7 +151,9 @@ def read_config(folder: Path) -> StudentConfig:
 
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / WEIGHTS_NAME))
+    from distill.students.export import dequantize  # tables saved as int8/float16 by `distill export --dtype`
+
+    return dequantize(load_file(str(folder / WEIGHTS_NAME)))
 
 
 def load_tokenizer(folder: Path) -> Tokenizer:
