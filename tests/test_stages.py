@@ -226,3 +226,20 @@ def test_non_unit_teachers_train_with_the_default_options(tmp_path, teacher, tin
 
     print(f"{teacher}: held-out similarity Spearman init {agreement(init):.3f} -> trained {agreement(trained):.3f}")
     assert agreement(trained) > agreement(init) + 0.01
+
+
+def test_the_default_run_trains_on_the_shipped_corpus(tmp_path, tiny_bert_dir):
+    # no --corpus: the WikiText-2 sentences shipped with distill; the student must beat its initialisation
+    result = CliRunner().invoke(app, ["run", "--teacher", str(tiny_bert_dir), "--out", str(tmp_path / "d"),
+                                      "--targets-dir", str(tmp_path / "targets"), "--dims", "8,32"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert summary["train_texts"] + summary["holdout_texts"] == 4772 and summary["holdout_texts"] == 477
+    steps = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1]["loss"] < 0.8 * steps[0]["loss"]
+    held = summary["holdout"]
+    for d in ("8", "32"):
+        assert held["student"][d]["overlap@10"] > held["init"][d]["overlap@10"] + 0.02, held
+    assert summary["speed"]["sentences_per_s"] > 0 and summary["size"]["teacher_parameters"] > 0
+    assert "training moved overlap@10 at 32 dims from" in result.output
+    assert "agreement with the teacher on 477 held-out texts" in result.output

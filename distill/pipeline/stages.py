@@ -236,10 +236,14 @@ def read_meta(out: Path) -> dict:
     return json.loads((data_dir(out) / "meta.json").read_text())
 
 
-def student_ready(out: Path) -> bool:
+def _has_student(folder: Path) -> bool:
     from distill.students.base import CONFIG_NAME
 
-    return (Path(out) / "student" / CONFIG_NAME).is_file()
+    return (Path(folder) / CONFIG_NAME).is_file()
+
+
+def student_ready(out: Path) -> bool:
+    return _has_student(Path(out) / "student")
 
 
 # ---- train -----------------------------------------------------------------------------------------
@@ -277,7 +281,7 @@ def train(cfg, resume: bool = False) -> dict:
         init_transformer(student, vocab.input_embeddings, vocab.ids)
     hierarchy = start_hierarchy(cfg.hierarchy, student, vocab, counts, pca, cfg.train.seed)
     result: dict = {"steps": 0}
-    if view is not None and state.is_main_process and not (out / INIT_NAME / "config.json").is_file():
+    if view is not None and state.is_main_process and not _has_student(out / INIT_NAME):
         _save_student(student, out / INIT_NAME)  # the baseline training must beat (evaluate scores both)
     if view is not None:
         dataset = TrainSet(tokens, view, train_idx, static=cfg.student == "static",
@@ -344,7 +348,7 @@ def evaluate(cfg) -> dict:
         summary["holdout"] = {"student": agreement(x_student, x_teacher, dims),
                               "teacher_rotated": agreement(rotated, x_teacher, dims),
                               "teacher_truncated": agreement(x_teacher, x_teacher, dims)}
-        if (out / INIT_NAME / "config.json").is_file():
+        if _has_student(out / INIT_NAME):
             init = load_student(out / INIT_NAME)
             summary["holdout"]["init"] = agreement(init.encode(held_texts), x_teacher, dims)
     teacher = run_teacher(cfg) if held_texts or cfg.sts else None
