@@ -175,3 +175,37 @@ def test_malformed_pairs_files_are_user_errors(tmp_path, content, match):
     path.write_bytes(content)
     with pytest.raises(DistillError, match=match):
         read_pairs(path)
+
+
+def test_the_word_cache_gives_the_tokenizer_paths_vectors():
+    from tokenizers import Tokenizer
+
+    from distill.students import StaticStudent, StudentConfig
+    from distill.students.base import normalize
+    from distill.students.static import bag_means
+    from distill.teachers.registry import resolve_teacher
+
+    folder = resolve_teacher("minilm").path  # a lower-casing WordPiece tokenizer, shipped with distill
+    tokenizer = Tokenizer.from_file(str(next(folder.rglob("tokenizer.json"))))
+    V = tokenizer.get_vocab_size()
+    student = StaticStudent(StudentConfig(kind="static", vocab_size=V, dim=16, dims=[8, 16]), tokenizer)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        student.embedding.copy_(torch.randn(V, 16, generator=g))
+        student.log_weight.copy_(torch.randn(V, generator=g))
+    texts = ["The cat sat on the mat.", "Pharmacokinetics of ibuprofen, 2,000 mg/day (n=12)!", "",
+             "snake_case and CamelCase x-ray C++ e.g. U.S.", "Café crème", "a\x01b", "tab\there\nline",
+             "a [MASK] token", "[cls] lower-case special", "x" * 150, "   ", "don't won't it's"]
+    texts += [t.upper() for t in texts]
+    table, w = student._tables()
+    expected = normalize(bag_means(table, w, student.tokenize(texts)))
+    assert student._words is None
+    for _ in range(2):  # cold (words go through the tokenizer once), then warm (from the cache)
+        np.testing.assert_allclose(student.encode(texts), expected, atol=1e-6)
+    assert student._words is not None and "pharmacokinetics" in student._words.index
+    with torch.no_grad():  # new weights: the cache is rebuilt, not reused
+        student.embedding.mul_(2.0).add_(1.0)
+    student.train(False)
+    table, w = student._tables()
+    np.testing.assert_allclose(student.encode(texts), normalize(bag_means(table, w, student.tokenize(texts))),
+                               atol=1e-6)

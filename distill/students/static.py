@@ -7,6 +7,8 @@ second on a laptop CPU, bound by the tokenizer.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,88 @@ def bag_means_flat(table: np.ndarray, w: np.ndarray, flat: np.ndarray, offsets: 
     return (summed / norm.clamp(min=1e-12)).numpy().astype(np.float32, copy=False)
 
 
+_ASCII_WORD = re.compile(r"[a-z0-9]+|[!-/:-@\[-`{-~]")  # BertPreTokenizer on lower-cased ASCII text
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # removed by BertNormalizer: joins words
+
+
+class WordCache:
+    """Static vectors without the subword tokenizer for the words seen before.
+
+    A text's vector is ``sum_t w_t E_t / sum_t w_t`` over its tokens; WordPiece splits each word on its
+    own, so that is also ``sum_words S_word / sum_words W_word`` with each word's partial sums
+    ``S = sum w_t E_t`` and ``W = sum w_t`` over its pieces. Words are cut as BERT's normalizer and
+    pre-tokenizer cut lower-cased ASCII text (one regular expression); a word seen for the first time
+    goes through the real tokenizer once. Texts the expression cannot cut exactly (non-ASCII, control
+    characters, special-token strings such as ``[MASK]``) take the tokenizer path whole. Only for
+    lower-casing WordPiece tokenizers (BERT uncased, MiniLM, ...): others keep the tokenizer path.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, table: np.ndarray, w: np.ndarray, specials: list[str]):
+        self.tokenizer, self.table, self.w = tokenizer, table, w
+        self.index: dict[str, int] = {}
+        self.sums = np.zeros((1024, table.shape[1]), dtype=np.float32)  # grows by doubling
+        self.weights = np.zeros(1024, dtype=np.float32)
+        self.special = re.compile("|".join(re.escape(s.lower()) for s in specials)) if specials else None
+
+    @classmethod
+    def for_student(cls, student, table: np.ndarray, w: np.ndarray) -> WordCache | None:
+        import json
+
+        spec = json.loads(student.tokenizer.to_str())
+        norm, pre, model = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}, spec.get("model") or {}
+        if not (norm.get("type") == "BertNormalizer" and norm.get("lowercase") and norm.get("clean_text")
+                and pre.get("type") == "BertPreTokenizer" and model.get("type") == "WordPiece"):
+            return None
+        return cls(student.tokenizer, table, w, [t["content"] for t in spec.get("added_tokens", [])])
+
+    def _add(self, words: list[str]) -> None:
+        start = len(self.index)
+        if start + len(words) > len(self.weights):
+            size = max(2 * len(self.weights), start + len(words))
+            self.sums = np.resize(self.sums, (size, self.sums.shape[1]))
+            self.weights = np.resize(self.weights, size)
+        for k, enc in enumerate(self.tokenizer.encode_batch(words, add_special_tokens=False)):
+            ids = np.asarray(enc.ids, dtype=np.int64)
+            self.sums[start + k] = self.table[ids].sum(0)
+            self.weights[start + k] = self.w[ids].sum()
+            self.index[words[k]] = start + k
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.table.shape[1]), dtype=np.float32)
+        fallback, rows, word_ids, lengths = [], [], [], []
+        index, findall, control, special = self.index, _ASCII_WORD.findall, _ASCII_CONTROL.search, self.special
+        get = index.__getitem__
+        for i, text in enumerate(texts):
+            if not text.isascii() or control(text):
+                fallback.append(i)
+                continue
+            lower = text.lower()
+            if special is not None and special.search(lower):
+                fallback.append(i)
+                continue
+            words = findall(lower)
+            try:
+                ids = list(map(get, words))
+            except KeyError:  # words never seen: through the tokenizer once
+                self._add([x for x in dict.fromkeys(words) if x not in index])
+                ids = list(map(get, words))
+            rows.append(i)
+            lengths.append(len(ids))
+            word_ids += ids
+        if rows:
+            flat = torch.from_numpy(np.asarray(word_ids, dtype=np.int64))
+            starts = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64))
+            n = len(index)
+            summed = F.embedding_bag(flat, torch.from_numpy(self.sums[:n]), starts, mode="sum")  # (B, D)
+            norm = F.embedding_bag(flat, torch.from_numpy(self.weights[:n]).unsqueeze(1), starts, mode="sum")
+            out[rows] = (summed / norm.clamp(min=1e-12)).numpy()
+        if fallback:
+            seqs = [e.ids for e in self.tokenizer.encode_batch([texts[i] for i in fallback],
+                                                               add_special_tokens=False)]
+            out[fallback] = bag_means(self.table, self.w, seqs)
+        return out
+
+
 class StaticStudent(Student):
     kind = "static"
 
@@ -44,6 +128,7 @@ class StaticStudent(Student):
         self.embedding = nn.Parameter(torch.zeros(config.vocab_size, config.dim))  # (V, D)
         self.log_weight = nn.Parameter(torch.zeros(config.vocab_size))  # (V,) a text is a softmax-weighted mean
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._words: WordCache | None = None
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
@@ -67,6 +152,26 @@ class StaticStudent(Student):
         table, w = self._tables()
         return bag_means(table, w, seqs)
 
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Raw vectors (N, D) of texts: through the word cache where it applies, else the tokenizer."""
+        table, w = self._tables()
+        if self._words is None or self._words.table is not table:
+            self._words = WordCache.for_student(self, table, w)
+        if self._words is None:
+            return bag_means(table, w, self.tokenize(texts))
+        return self._words.embed(texts)
+
+    def encode(self, texts, dim=None, batch_size: int = 1024, progress: bool = False) -> np.ndarray:
+        from distill.students.base import normalize
+
+        dim = self.check_dim(dim)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        for start in range(0, len(texts), max(batch_size, 1)):
+            out[start:start + batch_size] = normalize(self.embed_texts(texts[start:start + batch_size])[:, :dim])
+        return out
+
     def train(self, mode: bool = True):
         self._cache = None
+        self._words = None
         return super().train(mode)
