@@ -23,10 +23,10 @@ def handle_errors(fn):
     return wrapper
 
 
-def parse_dims(value: str | None, option: str = "--dims") -> list[int] | None:
+def parse_dims(value: str | None, option: str = "--dims", least: int = 1) -> list[int] | None:
     """``"64,256"`` -> ``[64, 256]``; None or empty -> None.
 
-    :raises DistillError: on anything but positive integers.
+    :raises DistillError: on anything but integers of at least ``least``.
     """
     if not value:
         return None
@@ -34,6 +34,6 @@ def parse_dims(value: str | None, option: str = "--dims") -> list[int] | None:
         dims = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise DistillError(f"{option} takes comma-separated integers such as 64,256, got {value!r}") from None
-    if not dims or min(dims) < 1:
-        raise DistillError(f"{option} takes positive sizes such as 64,256, got {value!r}")
+    if not dims or min(dims) < least:
+        raise DistillError(f"{option} takes integers of at least {least} such as 64,256, got {value!r}")
     return dims

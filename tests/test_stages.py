@@ -179,7 +179,8 @@ def test_a_corpus_changed_before_training_is_prepared_again(tmp_path, tiny_bert_
 
 def test_a_run_without_a_corpus_distils_the_vocabulary(tmp_path, tiny_bert_dir):
     result = CliRunner().invoke(app, ["run", "--teacher", str(tiny_bert_dir), "--corpus", "none", "--out",
-                                      str(tmp_path / "v"), "--dims", "8,32", "--targets-dir", str(tmp_path / "targets")])
+                                      str(tmp_path / "v"), "--dims", "8,32", "--targets-dir",
+                                      str(tmp_path / "targets")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "v" / "summary.json").read_text())
     assert summary["train_texts"] == 0 and "train" not in summary and "holdout" not in summary

@@ -24,7 +24,12 @@ def run_command(
                                                "wikitext-2 (the default: 4,772 English sentences shipped with "
                                                "distill); none: distil the vocabulary alone.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<teacher>-<student>-<time>).")] = None,
-    student: Annotated[str | None, typer.Option(help="static | transformer.")] = None,
+    student: Annotated[str | None, typer.Option(help="static | transformer | layers (the teacher's own "
+                                                "architecture with fewer layers: --depth or --layers).")] = None,
+    depth: Annotated[int | None, typer.Option(help="--student layers: keep this many teacher layers, evenly "
+                                              "spaced, the last included (default: all).", min=1)] = None,
+    layers: Annotated[str | None, typer.Option(help="--student layers: the teacher layers to keep, e.g. "
+                                               "0,2,4.")] = None,
     dims: Annotated[str | None, typer.Option(help="Nested prefix sizes, e.g. 32,64,128,256.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", min=0)] = None,
     batch_size: Annotated[int | None, typer.Option(help="Texts per training step.", min=1)] = None,
@@ -60,6 +65,33 @@ def run_command(
                                                       "every N steps.")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="teacher (word pieces) | char (single characters of the "
                                                   "corpus, for demonstrations).")] = None,
+    width: Annotated[int | None, typer.Option(help="--student transformer: width of its encoder (default 256).",
+                                              min=1)] = None,
+    n_layers: Annotated[int | None, typer.Option(help="--student transformer: layers of its encoder (default 2).",
+                                                 min=1)] = None,
+    n_heads: Annotated[int | None, typer.Option(help="--student transformer: attention heads, a divisor of --width "
+                                                "(default 4).", min=1)] = None,
+    token_targets: Annotated[bool | None, typer.Option("--token-targets/--no-token-targets", help="Contextual "
+                                                       "students: also learn the teacher's contextual token "
+                                                       "states (default on; off: text vectors only, a smaller "
+                                                       "target cache).")] = None,
+    pca_center: Annotated[bool | None, typer.Option("--pca-center/--no-pca-center", help="Subtract the teacher "
+                                                    "vectors' mean before the PCA rotation (default off: the "
+                                                    "rotation then keeps every cosine).")] = None,
+    whiten: Annotated[bool | None, typer.Option("--whiten/--no-whiten", help="Scale each PCA component of the "
+                                                "targets to unit variance (default off).")] = None,
+    dim_weights: Annotated[str | None, typer.Option(help="Weight of each prefix size in the loss, one per --dims "
+                                                    "size, e.g. 1,1,1,2 (default: all 1).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches of --batch-size per optimizer step "
+                                                   "(default 1).", min=1)] = None,
+    warmup_ratio: Annotated[float | None, typer.Option(help="Share of the steps over which the learning rate "
+                                                       "rises to --lr, before its cosine decay (default 0.05).",
+                                                       min=0.0, max=1.0)] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay (default 0).", min=0.0)] = None,
+    clip: Annotated[float | None, typer.Option(help="Clip the gradient norm to this; 0: no clipping (default 1).",
+                                               min=0.0)] = None,
+    log_every: Annotated[int | None, typer.Option(help="Write a metrics.jsonl line every N optimizer steps "
+                                                  "(default 10).", min=1)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with the same options; "
                                                 "flags given on the command line win.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run in --out from its last checkpoint.")] = False,
@@ -82,12 +114,14 @@ def run_command(
         if not isinstance(options, dict):
             raise DistillError(f"{config} must hold a mapping of options")
     train = dict(options.pop("train", {}) or {})
-    flags = {"teacher": teacher, "corpus": corpus, "student": student,
+    flags = {"teacher": teacher, "corpus": corpus, "student": student, "depth": depth,
+             "layers": tuple(parse_dims(layers, "--layers", least=0)) if layers else None,
              "dims": tuple(parse_dims(dims)) if dims else None, "limit": limit, "holdout": holdout,
              "sts": str(sts) if sts else None, "text_column": text_column,
              "targets_dir": str(targets_dir) if targets_dir else None, "device": device, "pooling": pooling,
              "layer": layer, "max_length": max_length, "prompt": prompt, "teacher_batch_size": teacher_batch_size,
-             "teacher_dtype": teacher_dtype}
+             "teacher_dtype": teacher_dtype, "width": width, "n_layers": n_layers, "n_heads": n_heads,
+             "token_targets": token_targets, "pca_center": pca_center, "whiten": whiten}
     options.update({k: v for k, v in flags.items() if v is not None})
     if options.get("corpus") in ("none", ""):  # no texts: the student is the rotated vocabulary
         options["corpus"] = None
@@ -97,8 +131,18 @@ def run_command(
                  "branching": tuple(parse_dims(branching, "--branching")) if branching else None,
                  "refresh_every": refresh_every}
     options["hierarchy"] = {**(options.get("hierarchy") or {}), **{k: v for k, v in hierarchy.items() if v is not None}}
+    weights = None
+    if dim_weights:
+        try:
+            weights = tuple(float(w) for w in dim_weights.split(",") if w.strip())
+        except ValueError:
+            raise DistillError(f"--dim-weights takes comma-separated numbers such as 1,1,2, "
+                               f"got {dim_weights!r}") from None
     train.update({k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                                    "checkpoint_every": checkpoint_every}.items() if v is not None})
+                                    "checkpoint_every": checkpoint_every, "dim_weights": weights,
+                                    "grad_accum": grad_accum, "warmup_ratio": warmup_ratio,
+                                    "weight_decay": weight_decay, "clip": clip, "log_every": log_every}.items()
+                  if v is not None})
     if out is None:
         if resume:
             raise DistillError("--resume needs the --out folder of the run to continue")

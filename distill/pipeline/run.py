@@ -41,11 +41,22 @@ class RunConfig:
     width: int = 256  # transformer students
     n_layers: int = 2
     n_heads: int = 4
+    depth: int | None = None  # layers students: keep this many teacher layers, evenly spaced (default: all)
+    layers: tuple[int, ...] | None = None  # layers students: the teacher layers to keep, by index
     token_targets: bool = True  # transformer students: also learn the teacher's contextual token states
     device: str | None = None
     tokenizer: str = "teacher"  # teacher | char (single characters of the corpus, for demonstrations)
     hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)  # imposed or emergent token groups
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        weights = self.train.dim_weights
+        if weights is not None and len(weights) != len(self.dims):
+            raise DistillError(f"{len(weights)} dim weights for {len(self.dims)} prefix sizes "
+                               f"({','.join(map(str, self.dims))}): give one weight per size")
+        if self.student == "transformer" and self.width % self.n_heads:
+            raise DistillError(f"{self.n_heads} attention heads do not divide the width {self.width} "
+                               "(--n-heads, --width)")
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
@@ -54,14 +65,20 @@ class RunConfig:
         if unknown:
             raise DistillError(f"unknown run options: {', '.join(sorted(unknown))}")
         data = dict(data)
-        train = data.pop("train", {}) or {}
+        train = dict(data.pop("train", {}) or {})
+        if "cpu" in train:  # TrainConfig.cpu, replaced by ``device``: config.json files of older runs still hold it
+            forced = bool(train.pop("cpu")) and data.get("device") is None
+            if forced:
+                data["device"] = "cpu"
+            logger.warning("the training option cpu (of an older run) is no longer used, the run option device "
+                           "replaced it: %s", "read as device: cpu" if forced else "ignored")
         bad = set(train) - {f.name for f in fields(TrainConfig)}
         if bad:
             raise DistillError(f"unknown training options: {', '.join(sorted(bad))}")
-        if "dim_weights" in train and train["dim_weights"] is not None:
-            train["dim_weights"] = tuple(train["dim_weights"])
         if "dims" in data:
             data["dims"] = tuple(int(d) for d in data["dims"])
+        if data.get("layers") is not None:
+            data["layers"] = tuple(int(i) for i in data["layers"])
         if data.get("tokenizer", "teacher") not in {m.value for m in TokenizerMode}:
             raise DistillError(f"unknown tokenizer {data['tokenizer']!r} (teacher, char)")
         hierarchy = HierarchyConfig.from_dict(data.pop("hierarchy", None))

@@ -88,6 +88,29 @@ def run_teacher(cfg):
                         layer=cfg.layer, max_length=cfg.max_length, prompt=cfg.prompt)
 
 
+LAYERS_INIT = "layers-init.safetensors"  # a layers student's starting weights: the teacher's kept layers
+
+
+def _derive_layers(cfg, teacher, data: Path, main: bool) -> dict:
+    """A layers student's config fields; writes its starting weights (the teacher's kept layers) to ``data/``."""
+    from safetensors.torch import save_file
+
+    from distill.students.layers import derived_hf_config, derived_weights, pick_layers, teacher_depth
+
+    if cfg.layer != -1:
+        raise DistillError("--student layers distils the teacher's last layer; leave --layer out")
+    hf = teacher.model.config.to_dict()
+    layers = pick_layers(teacher_depth(hf), cfg.depth, list(cfg.layers) if cfg.layers else None)
+    keep = {k: v for k, v in derived_hf_config(hf, len(layers)).items()
+            if not k.startswith("_") and k not in ("architectures", "torch_dtype", "dtype", "transformers_version")}
+    if main:
+        state = {k: v.detach().float().cpu().contiguous() for k, v in teacher.model.state_dict().items()}
+        save_file(derived_weights(state, layers), str(data / LAYERS_INIT))
+    logger.info("layers student: teacher layers %s of %d", layers, teacher_depth(hf))
+    return {"hf_config": keep, "layers": layers, "pooling": teacher.pooling.value, "normalize": teacher.normalize,
+            "lowercase": teacher.lowercase}
+
+
 def _vocab(cfg, teacher, corpus: Corpus | None, data: Path, main: bool):
     """Label the vocabulary (or, in char mode, the corpus's characters); returns (tokenizer, vocab targets)."""
     from tokenizers import Tokenizer
@@ -153,7 +176,8 @@ def prepare(cfg) -> None:
     t = time.perf_counter()
     tokenizer, vocab = _vocab(cfg, teacher, corpus, data, main)
     seconds["vocab"] = time.perf_counter() - t
-    kind = TargetKind.TOKEN if cfg.student == "transformer" and cfg.token_targets else TargetKind.TEXT
+    contextual = cfg.student in ("transformer", "layers")
+    kind = TargetKind.TOKEN if contextual and cfg.token_targets else TargetKind.TEXT
     view = None
     t = time.perf_counter()
     if corpus is not None:
@@ -163,7 +187,8 @@ def prepare(cfg) -> None:
     config = StudentConfig(kind=cfg.student, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
                            dim=dims[-1], dims=dims, teacher=teacher.identity(), width=cfg.width,
                            n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_length=teacher.max_length,
-                           pad_id=special.pad_token_id or 0, cls_id=special.cls_token_id, sep_id=special.sep_token_id)
+                           pad_id=special.pad_token_id or 0, cls_id=special.cls_token_id, sep_id=special.sep_token_id,
+                           **(_derive_layers(cfg, teacher, data, main) if cfg.student == "layers" else {}))
     device = teacher.device
     del teacher, special
     _release(device)
@@ -273,8 +298,15 @@ def train(cfg, resume: bool = False) -> dict:
     view = TargetView.load(data, "targets") if meta["texts"] else None
     # one pass over the token ids: SIF weights and the emergent hierarchy both start from these counts
     counts = tokens.token_counts(train_idx, config.vocab_size) if view is not None else None
-    init_static(student, vocab.ids, vocab.pooled, pca, tokens=tokens if view is not None else None,
-                rows=train_idx, targets=view, counts=counts)
+    if cfg.student == "layers":
+        from safetensors.torch import load_file
+
+        if view is None:
+            raise DistillError("a layers student needs texts to learn from: pass --corpus")
+        student.init_from(load_file(str(data / LAYERS_INIT)), pca.components, pca.mean, pca.factors())
+    else:
+        init_static(student, vocab.ids, vocab.pooled, pca, tokens=tokens if view is not None else None,
+                    rows=train_idx, targets=view, counts=counts)
     if cfg.student == "transformer":
         if view is None:
             raise DistillError("a transformer student needs texts to learn from: pass --corpus")
@@ -403,5 +435,5 @@ def export(cfg) -> None:
     student = load_student(out / "student")
     summary = run_summary(out, student)
     write_model_card(out / "student", student, summary, ExportFormat.NATIVE.value)
-    if cfg.student == "static":
+    if cfg.student in ("static", "layers"):  # a transformer student has no sentence-transformers form
         export_student(student, out / "student-st", ExportFormat.SENTENCE_TRANSFORMERS.value, summary=summary)

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distill.devices import autocast
-from distill.errors import TrainingError
+from distill.errors import DistillError, TrainingError
 from distill.faults import maybe_crash
 from distill.io import atomic_path, remove_stale_tmp, save_text
 from distill.memory import trim_heap
@@ -50,8 +50,27 @@ class TrainConfig:
     cosine: float = 1.0
     relational: float = 1.0
     token: float = 1.0  # token-level term (transformer students with token targets)
-    dim_weights: tuple[float, ...] | None = None
+    dim_weights: tuple[float, ...] | None = None  # one per prefix size (default: all 1)
     log_every: int = 10
+
+    def __post_init__(self) -> None:
+        """Checks what the CLI's bounds check for flags, for options that come from a config file.
+
+        :raises DistillError: on a value no run can use.
+        """
+        if self.dim_weights is not None:
+            object.__setattr__(self, "dim_weights", tuple(float(w) for w in self.dim_weights))
+        least = {"epochs": 0, "batch_size": 1, "grad_accum": 1, "checkpoint_every": 1, "log_every": 1}
+        for name, low in least.items():
+            if getattr(self, name) < low:
+                raise DistillError(f"training option {name} must be at least {low}, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "clip", "mse", "cosine", "relational", "token"):
+            if getattr(self, name) < 0:
+                raise DistillError(f"training option {name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise DistillError(f"training option warmup_ratio must be within 0..1, got {self.warmup_ratio}")
+        if self.dim_weights is not None and (not self.dim_weights or min(self.dim_weights) < 0):
+            raise DistillError(f"dim weights must be non-negative numbers, got {list(self.dim_weights)}")
 
 
 def _schedule(step: int, total: int, warmup: int) -> float:
@@ -132,7 +151,8 @@ class Trainer:
         self.student = student
         self.static = isinstance(student, StaticStudent)
         torch.manual_seed(config.seed)
-        optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(student.param_groups(config.lr), lr=config.lr,
+                                      weight_decay=config.weight_decay)
         self.steps_per_epoch = math.ceil(len(data) / (config.batch_size * config.grad_accum))
         self.total_steps = self.steps_per_epoch * config.epochs
         warmup = max(1, int(config.warmup_ratio * self.total_steps))

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from distill.students.base import CONFIG_NAME, Student, StudentConfig, load_tokenizer, load_weights, read_config
+from distill.students.layers import LayersStudent
 from distill.students.static import StaticStudent
 from distill.students.transformer import TransformerStudent
 
-STUDENTS: dict[str, type[Student]] = {"static": StaticStudent, "transformer": TransformerStudent}
+STUDENTS: dict[str, type[Student]] = {"static": StaticStudent, "transformer": TransformerStudent,
+                                      "layers": LayersStudent}
 
 
 def build_student(config: StudentConfig, tokenizer) -> Student:
@@ -37,5 +39,6 @@ def load_student(folder: str | Path, device=None) -> Student:
     return student.eval()
 
 
-__all__ = ["STUDENTS", "Student", "StudentConfig", "StaticStudent", "TransformerStudent", "build_student",
+__all__ = ["STUDENTS", "Student", "StudentConfig", "StaticStudent", "TransformerStudent", "LayersStudent",
+           "build_student",
            "load_student"]

@@ -26,7 +26,7 @@ TOKENIZER_NAME = "tokenizer.json"
 
 @dataclass
 class StudentConfig:
-    kind: str  # "static" | "transformer"
+    kind: str  # "static" | "transformer" | "layers"
     vocab_size: int
     dim: int  # full output width D_s
     dims: list[int]  # nested prefix sizes, ascending, the last == dim
@@ -39,6 +39,12 @@ class StudentConfig:
     pad_id: int = 0
     cls_id: int | None = None
     sep_id: int | None = None
+    # layers students only: the teacher's model config with the kept depth, which teacher layers, its pooling
+    hf_config: dict | None = None
+    layers: list[int] | None = None
+    pooling: str = "mean"
+    normalize: bool = False  # the teacher L2-normalizes its pooled vector before the head
+    lowercase: bool = False  # texts are lower-cased before tokenizing, as the teacher does
 
     def __post_init__(self) -> None:
         self.dims = sorted(int(d) for d in self.dims)
@@ -91,6 +97,10 @@ class Student(nn.Module):
                                f"(nested sizes: {', '.join(map(str, self.dims))}), got {dim}")
         return int(dim)
 
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups; students with pretrained parts train those at a lower rate."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
     # ---- the encode contract ----------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         raise NotImplementedError
@@ -127,6 +137,34 @@ class Student(nn.Module):
         self.tokenizer.save(str(folder / TOKENIZER_NAME))
         (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
         return folder
+
+
+class ContextualStudent(Student):
+    """Students whose vectors depend on context: ``forward(ids, mask) -> (pooled, token states)`` on padded batches."""
+
+    def pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(1, max(len(s) for s in seqs))
+        ids = torch.full((len(seqs), width), self.config.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[row, : len(s)] = 1
+        return ids, mask
+
+    @torch.inference_mode()
+    def embed_ids(self, seqs: list[list[int]], batch_size: int = 128) -> np.ndarray:
+        device = next(self.parameters()).device
+        out = np.zeros((len(seqs), self.dim), dtype=np.float32)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # length-sorted: little padding
+        was_training = self.training
+        self.eval()
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ids, mask = self.pad([seqs[i] for i in idx])
+            pooled, _ = self(ids.to(device), mask.to(device))
+            out[idx] = pooled.float().cpu().numpy()
+        self.train(was_training)
+        return out
 
 
 def read_config(folder: Path) -> StudentConfig:

@@ -20,6 +20,7 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.students.base import WEIGHTS_NAME, Student
+from distill.students.layers import LayersStudent
 from distill.students.static import StaticStudent
 
 logger = logging.getLogger(__name__)
@@ -143,12 +144,51 @@ def export_sentence_transformers(student: Student, folder: str | Path) -> Path:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
 
+    if isinstance(student, LayersStudent):
+        return _export_layers_st(student, Path(folder))
     _static_only(student, ExportFormat.SENTENCE_TRANSFORMERS)
     table, _ = student._tables()
     module = StaticEmbedding(student.tokenizer, embedding_weights=torch.from_numpy(table.copy()))
     model = SentenceTransformer(modules=[module, Normalize()], device="cpu")
     folder = Path(folder)
     model.save(str(folder))
+    return folder
+
+
+_ST_POOLING = {"mean": "mean", "cls": "cls", "last": "lasttoken", "max": "max"}
+
+
+def _export_layers_st(student: LayersStudent, folder: Path) -> Path:
+    """A layers student as Transformer + Pooling (+ Normalize) + Dense + Normalize: its encoder is a
+    real Hugging Face model, so the folder is an ordinary sentence-transformers model."""
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from transformers import PreTrainedTokenizerFast
+
+    c = student.config
+    tok = student.tokenizer
+
+    def token(i):
+        return tok.id_to_token(i) if i is not None else None
+
+    with tempfile.TemporaryDirectory() as tmp:
+        student.encoder.save_pretrained(tmp)
+        hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=c.max_length,
+                                         cls_token=token(c.cls_id), sep_token=token(c.sep_id),
+                                         pad_token=token(c.pad_id))
+        hf_tok.save_pretrained(tmp)
+        modules = [Transformer(tmp, max_seq_length=c.max_length, do_lower_case=c.lowercase),
+                   Pooling(student.encoder.config.hidden_size, pooling_mode=_ST_POOLING[c.pooling])]
+        if c.normalize:
+            modules.append(Normalize())
+        dense = Dense(student.encoder.config.hidden_size, c.dim, bias=True, activation_function=nn.Identity())
+        with torch.no_grad():
+            dense.linear.weight.copy_(student.head.weight)
+            dense.linear.bias.copy_(student.head.bias)
+        model = SentenceTransformer(modules=[*modules, dense, Normalize()], device="cpu")
+        model.save(str(folder))
     return folder
 
 

@@ -10,13 +10,12 @@ token-level loss (against the teacher's contextual states) and, pooled, the text
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
-from distill.students.base import Student, StudentConfig
+from distill.students.base import ContextualStudent, StudentConfig
 
 
 class Block(nn.Module):
@@ -40,7 +39,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class TransformerStudent(Student):
+class TransformerStudent(ContextualStudent):
     kind = "transformer"
 
     def __init__(self, config: StudentConfig, tokenizer: Tokenizer):
@@ -77,27 +76,3 @@ class TransformerStudent(Student):
         states = self.token_states(ids, mask)
         w = (self.log_weight[ids].exp() * mask.to(states.dtype)).unsqueeze(-1)  # (B, T, 1)
         return (states * w).sum(1) / w.sum(1).clamp(min=1e-12), states
-
-    def pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(1, max(len(s) for s in seqs))
-        ids = torch.full((len(seqs), width), self.config.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[row, : len(s)] = 1
-        return ids, mask
-
-    @torch.inference_mode()
-    def embed_ids(self, seqs: list[list[int]], batch_size: int = 128) -> np.ndarray:
-        device = next(self.parameters()).device
-        out = np.zeros((len(seqs), self.dim), dtype=np.float32)
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # length-sorted: little padding
-        was_training = self.training
-        self.eval()
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            ids, mask = self.pad([seqs[i] for i in idx])
-            pooled, _ = self(ids.to(device), mask.to(device))
-            out[idx] = pooled.float().cpu().numpy()
-        self.train(was_training)
-        return out
