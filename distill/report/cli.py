@@ -86,7 +86,8 @@ def eval_command(
 
 def plot(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder (holds summary.json and student/).")],
-    groups: Annotated[Path | None, typer.Option(help="Token groups for heatmaps and projections: JSON "
+    groups: Annotated[Path | None, typer.Option(help="Token groups for heatmaps (and the token map when the "
+                                                     "run has no groups.json): JSON "
                                                      "{group: [tokens]} or `group: tok tok` lines.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for report.html and the PNGs (default: the run).")] = None,
 ) -> None:

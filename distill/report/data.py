@@ -31,6 +31,8 @@ DEFAULT_GROUPS: dict[str, list[str]] = {
 }
 N_NEIGHBOUR_TOKENS = 3000  # word tokens searched for the "neighbours that changed" section
 N_QUERIES = 60  # sample queries among them; the most changed are shown
+N_MAP_TOKENS = 2000  # the token map (PCA and t-SNE panels) draws at most this many tokens, a seeded sample
+PRECISIONS = ("float32", "int8", "binary")  # the stored codes of the bytes-per-vector comparison
 
 
 @dataclass
@@ -52,6 +54,9 @@ class RunData:
     dims: list[int]
     tokens: TokenSet | None = None
     token_space: dict | None = None  # compare_spaces rows and neighbour examples over word tokens
+    token_map: TokenSet | None = None  # the tokens of the 2-D maps: groups.json's first level, else ``tokens``
+    map_source: str = ""  # what the map's colours are, for its caption
+    bytes_rows: dict | None = None  # overlap@10 per (model, prefix size, precision) on the held-out texts
     facts: dict = field(default_factory=dict)  # sizes and speeds
 
 
@@ -138,6 +143,71 @@ def _token_set(groups: dict[str, list[str]], strings: list[str], ids: np.ndarray
                     student.embed_ids([[int(i)] for i in picked_ids]))
 
 
+def _hierarchy_map(run_dir: Path, strings: list[str], ids: np.ndarray, teacher_all: np.ndarray, student,
+                   rotate) -> tuple[TokenSet, str] | None:
+    """The members of the first (coarsest) level of the run's ``groups.json``, each labelled with its group;
+    a seeded sample of ``N_MAP_TOKENS`` when the level has more. None when the run has no groups.json."""
+    from distill.hierarchy.session import GROUPS_NAME
+    from distill.hierarchy.tree import Hierarchy
+
+    path = run_dir / GROUPS_NAME
+    if not path.is_file():
+        return None
+    try:
+        hierarchy = Hierarchy.load(path)
+    except (ValueError, KeyError, TypeError, DistillError) as e:  # a torn or foreign file: the report goes on
+        logger.warning("%s is not a hierarchy (%s); the token map shows the report's groups", path, e)
+        return None
+    if not hierarchy.levels:
+        return None
+    level = hierarchy.levels[0]
+    row = {int(t): r for r, t in enumerate(ids.tolist())}
+    members = [(row[i], g.name) for g in level.groups for i in g.ids if i in row]  # ordered by group
+    if len(members) < 2:
+        return None
+    n_members = len(members)
+    if n_members > N_MAP_TOKENS:
+        keep = np.sort(np.random.default_rng(0).choice(n_members, N_MAP_TOKENS, replace=False))
+        members = [members[i] for i in keep]
+    rows = np.array([r for r, _ in members], dtype=np.int64)
+    tokens = TokenSet([strings[r] for r in rows], [g for _, g in members], rotate(teacher_all[rows]),
+                      student.embed_ids([[int(i)] for i in ids[rows]]))
+    sampled = f"{len(rows):,} of its {n_members:,} tokens, a seeded sample" if n_members > len(rows) else \
+        f"its {n_members:,} tokens"
+    return tokens, (f"the {len(level.groups)} groups of the first level of groups.json ({sampled}; "
+                    f"level tied to prefix {level.prefix})")
+
+
+def _bytes_rows(run_dir: Path, student, pca, dims: list[int], k: int = 10) -> dict | None:
+    """Overlap@k with the full teacher on the run's held-out texts of every (prefix size, precision) of the
+    student and of the teacher's PCA-rotated prefixes (those at the student's sizes and the full width).
+
+    The teacher side reads the held-out targets from the run's target store (no teacher pass).
+    None when the run holds too few held-out texts or its targets are gone.
+    """
+    from distill.index.compare import compare_precisions
+    from distill.index.search import normalize_prefix
+    from distill.pipeline.targets import TargetView
+
+    data = run_dir / "data"
+    try:
+        texts = [json.loads(line) for line in (data / "holdout.jsonl").read_text(encoding="utf-8").splitlines()]
+        x_teacher = TargetView.load(data, "targets").pooled(np.load(data / "split.npz")["held"])  # (N, D_t)
+    except (OSError, ValueError, KeyError, DistillError):
+        return None
+    if len(texts) <= k or len(texts) != len(x_teacher):
+        return None
+    x_ref = normalize_prefix(x_teacher)
+    rows = [{"model": "student", **r}
+            for r in compare_precisions(x_ref, student.encode(texts), dims, PRECISIONS, k=k)]
+    if pca is not None:
+        width = x_teacher.shape[1]
+        t_dims = sorted({d for d in dims if d < width} | {width})
+        rows += [{"model": "teacher_rotated", **r}
+                 for r in compare_precisions(x_ref, pca.transform(x_teacher), t_dims, PRECISIONS, k=k)]
+    return {"k": k, "n_texts": len(texts), "teacher_dim": int(x_teacher.shape[1]), "rows": rows}
+
+
 def _word_rows(strings: list[str], n: int, seed: int = 0) -> np.ndarray:
     """A seeded sample of whole-word tokens (letters only, 3+ characters; no URL fragments)."""
     words = [i for i, s in enumerate(strings) if len(s) >= 3 and s.isalpha() and "http" not in s and "www" not in s]
@@ -218,8 +288,14 @@ def load_run(run_dir: str | Path, groups: dict[str, list[str]] | None = None) ->
     if teacher_all is not None:
         data.tokens = _token_set(groups, strings, ids, teacher_all, student, rotate)
         data.token_space = _neighbour_space(strings, ids, teacher_all, student, data.dims, rotate)
+        hierarchy = _hierarchy_map(run_dir, strings, ids, teacher_all, student, rotate)
     else:
         data.tokens = _token_set(groups, strings, ids, fresh, student, rotate)
+        hierarchy = None
+        if (run_dir / "groups.json").is_file():
+            logger.info("no cached vocab targets: the token map shows the report's groups, not groups.json")
+    data.token_map, data.map_source = hierarchy or (data.tokens, "the report's token groups")
+    data.bytes_rows = _bytes_rows(run_dir, student, pca, data.dims)
 
     n_params = sum(p.numel() for p in student.parameters())
     weights = run_dir / "student" / "model.safetensors"

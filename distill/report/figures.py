@@ -14,7 +14,6 @@ from distill.index.search import normalize_prefix  # noqa: E402
 from distill.report.data import RunData, TokenSet, term_series  # noqa: E402
 
 STUDENT, TEACHER = "#d62728", "#1f77b4"
-_GROUP_COLORS = plt.get_cmap("tab10").colors
 
 
 def to_png(fig, dpi: int = 100, tight: bool = True) -> bytes:
@@ -158,44 +157,62 @@ def heatmaps(tokens: TokenSet, dims: list[int]) -> bytes:
     return to_png(fig, tight=False)
 
 
-def _pca_2d(x: np.ndarray) -> np.ndarray:
-    x = normalize_prefix(x)
-    x = x - x.mean(0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    return x @ vt[:2].T  # (N, 2)
+_PRECISION_STYLE = {"float32": ("o", "-"), "int8": ("s", "--"), "binary": ("^", ":")}  # marker, line
 
 
-def projection(tokens: TokenSet, dims: list[int]) -> bytes:
-    """2-D PCA of the token vectors, labelled: teacher, student at full width, student at its smallest prefix."""
-    views = [("teacher (full width)", tokens.teacher), (f"student @ {dims[-1]} dims", tokens.student)]
-    if dims[0] < dims[-1]:
-        views.append((f"student @ {dims[0]} dims", tokens.student[:, :dims[0]]))
-    fig, axes = plt.subplots(1, len(views), figsize=(5.2 * len(views), 5), squeeze=False)
-    names = list(dict.fromkeys(tokens.groups))
-    colors = {g: _GROUP_COLORS[i % len(_GROUP_COLORS)] for i, g in enumerate(names)}
-    for ax, (title, x) in zip(axes[0], views):
-        xy = _pca_2d(x)
-        for g in names:
-            mask = np.array([t == g for t in tokens.groups])
-            ax.scatter(xy[mask, 0], xy[mask, 1], s=14, color=colors[g], label=g, alpha=0.8)
-        for (px, py), label, g in zip(xy, tokens.strings, tokens.groups):
-            ax.annotate(label, (px, py), fontsize=7, color=colors[g], xytext=(2, 2), textcoords="offset points")
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0][0].legend(fontsize=7, loc="best")
+def bytes_per_vector(result: dict) -> bytes:
+    """Overlap@k with the full teacher against the bytes of one stored vector (log scale): a line per precision
+    per model (student; teacher, PCA-rotated prefix), a point per prefix size labelled with its dims.
+
+    :param result: ``RunData.bytes_rows``: ``{"k", "n_texts", "rows": [{"model", "dim", "precision",
+        "bytes_per_vector", "overlap"}]}``.
+    """
+    fig, ax = plt.subplots(figsize=(8.2, 4.8))
+    rows = result["rows"]
+    for model, color, name, dy in (("teacher_rotated", TEACHER, "teacher, PCA-rotated prefix", 4),
+                                   ("student", STUDENT, "student", -9)):
+        for precision, (marker, style) in _PRECISION_STYLE.items():
+            line = sorted((r for r in rows if r["model"] == model and r["precision"] == precision),
+                          key=lambda r: r["bytes_per_vector"])
+            if not line:
+                continue
+            x = [r["bytes_per_vector"] for r in line]
+            y = [r["overlap"] for r in line]
+            ax.plot(x, y, marker=marker, linestyle=style, color=color, label=f"{name}, {precision}", markersize=5)
+            for r in line:  # the prefix size beside each point; teacher above, student below
+                ax.annotate(str(r["dim"]), (r["bytes_per_vector"], r["overlap"]), fontsize=6.5, color=color,
+                            xytext=(3, dy), textcoords="offset points")
+    sizes = [r["bytes_per_vector"] for r in rows]
+    ticks = [2 ** e for e in range(int(np.floor(np.log2(min(sizes)))), int(np.ceil(np.log2(max(sizes)))) + 1)]
+    ax.set_xscale("log", base=2)
+    ax.minorticks_off()
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:,}" for t in ticks])
+    ax.set_xlabel("bytes per stored vector (log scale); numbers at points: prefix size (dims)")
+    ax.set_ylabel(f"overlap@{result['k']} with the full teacher")
+    ax.set_ylim(0, 1.04)
+    ax.set_title(f"held-out texts ({result['n_texts']:,}): neighbours kept against storage", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return to_png(fig)
 
 
 def all_figures(data: RunData) -> dict[str, bytes]:
     """Every figure the run's data allows, by file stem."""
+    from distill.report import maps
+
     out = {}
-    for name, make in (("quality", lambda: quality(data)), ("training", lambda: training(data))):
+    for name, make in (("quality", lambda: quality(data)), ("training", lambda: training(data)),
+                       ("bytes", lambda: bytes_per_vector(data.bytes_rows) if data.bytes_rows else None)):
         png = make()
         if png is not None:
             out[name] = png
     if data.tokens is not None:
         out["heatmaps"] = heatmaps(data.tokens, data.dims)
-        out["projection"] = projection(data.tokens, data.dims)
+    if data.token_map is not None:
+        out["projection"] = maps.projection(data.token_map, data.dims)
+        png = maps.tsne(data.token_map, data.dims)
+        if png is not None:
+            out["tsne"] = png
     return out

@@ -10,9 +10,10 @@ from distill.report.data import RunData
 
 SECTIONS = {
     "quality": "Quality against dimension",
+    "bytes": "Bytes per vector: neighbours kept against storage",
     "training": "Training curves",
     "heatmaps": "Cosine similarity of tokens, prefix by prefix",
-    "projection": "2-D projection of token embeddings",
+    "projection": "Token map: 2-D projections of token embeddings (PCA, t-SNE)",
     "neighbours": "Neighbours that changed most",
     "run": "Run: config, teacher, sizes, speeds",
 }
@@ -24,9 +25,15 @@ _CAPTIONS = {
     "training": "The total loss, then each loss term with one line per prefix size (from metrics.jsonl).",
     "heatmaps": "Pairwise cosine similarity of the token set, ordered by group (lines separate groups): "
                 "teacher (PCA-rotated, cut to d dims) beside the student's first d dims.",
-    "projection": "Principal-component projection of the same tokens, coloured by group "
-                  "(UMAP is not installed, so PCA only).",
+    "bytes": "Overlap@10 with the full teacher's neighbours on the run's held-out texts, for every prefix size "
+             "of the student (red) and of the teacher's PCA-rotated vectors (blue: the baseline, also at the "
+             "teacher's full width), each stored as float32 (4 bytes a dim), int8 (1 byte a dim) or binary "
+             "(1 bit a dim, Hamming search), against the bytes one stored vector takes (log scale). Points above "
+             "the same x cost the same storage: 256-dim binary takes 32 bytes, as 8-dim float32 does. The rows "
+             "are also in report-bytes.json beside this page.",
+    "projection": "",  # written per run by _map_caption
 }
+_FIGURES = {"projection": ("projection", "tsne")}  # sections with more than their own figure
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1240px;
@@ -46,6 +53,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .gained { color: #176d2c; }
 .kpi { display: inline-block; border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; margin: 0 8px 8px 0; }
 .kpi b { display: block; font-size: 1.2em; }
+.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin: 0 4px 0 10px; }
 pre { background: #f7f7f7; padding: 8px; font-size: 0.8em; overflow-x: auto; }
 """
 
@@ -80,6 +88,42 @@ def _quality_table(data: RunData) -> str:
         rows.append(row)
     return _table(["dims", "STS Spearman: student", "teacher, PCA-rotated prefix", "teacher, raw dims cut",
                    "overlap@10: student", "teacher, PCA-rotated prefix", "teacher, raw dims cut"], rows)
+
+
+def _bytes_table(data: RunData) -> str:
+    result = data.bytes_rows
+    if not result:
+        return ""
+    by_key = {(r["model"], r["dim"], r["precision"]): r for r in result["rows"]}
+    keys = sorted({(r["bytes_per_vector"], r["dim"], r["precision"]) for r in result["rows"]})
+    rows = []
+    for size, d, precision in keys:
+        cells = [f"{by_key[(m, d, precision)]['overlap']:.3f}" if (m, d, precision) in by_key else "–"
+                 for m in ("student", "teacher_rotated")]
+        rows.append([f"{size:,}", str(d), precision, *cells])
+    return _table(["bytes per vector", "dims", "precision", f"overlap@{result['k']}: student",
+                   "teacher, PCA-rotated prefix"], rows, numeric_from=3)
+
+
+def _map_caption(data: RunData) -> str:
+    from distill.report.maps import N_LABELS, tsne_perplexity
+
+    n = len(data.token_map.strings) if data.token_map is not None else 0
+    return (f"Tokens of {data.map_source}, coloured by group (12 colours at most; further groups grey): PCA, "
+            f"then t-SNE (seeded, so the same picture every time; perplexity {tsne_perplexity(n):.1f} for "
+            f"{n:,} tokens), of the teacher (PCA-rotated, full width) beside the student at full width and at its "
+            f"smallest prefix. Maps of more than 150 tokens name {N_LABELS} of them. In t-SNE, clusters are "
+            f"meaningful, the distances between them are not.")
+
+
+def _legend(data: RunData) -> str:
+    from distill.report.maps import legend_entries
+
+    if data.token_map is None:
+        return ""
+    spans = "".join(f'<span class="swatch" style="background:{color}"></span>{escape(name)} ({n:,})'
+                    for name, color, n in legend_entries(data.token_map.groups))
+    return f'<p class="legend">Groups (tokens): {spans}</p>'
 
 
 def _neighbours(data: RunData) -> str:
@@ -142,13 +186,18 @@ def render(data: RunData, figures: dict[str, bytes]) -> str:
     for key, heading in SECTIONS.items():
         parts.append(f'<section id="{key}"><h2>{escape(heading)}</h2>')
         if key in _CAPTIONS:
-            parts.append(f'<p class="caption">{escape(_CAPTIONS[key])}</p>')
-        if key in figures:
-            parts.append(_img(key, figures[key]))
-        elif key in _CAPTIONS:
+            caption = _map_caption(data) if key == "projection" else _CAPTIONS[key]
+            parts.append(f'<p class="caption">{escape(caption)}</p>')
+        shown = [name for name in _FIGURES.get(key, (key,)) if name in figures]
+        parts += [_img(name, figures[name]) for name in shown]
+        if not shown and key in _CAPTIONS:
             parts.append("<p>Not available for this run.</p>")
         if key == "quality":
             parts.append(_quality_table(data))
+        elif key == "bytes":
+            parts.append(_bytes_table(data))
+        elif key == "projection" and shown:
+            parts.append(_legend(data))
         elif key == "neighbours":
             parts.append(_neighbours(data))
         elif key == "run":
