@@ -83,3 +83,19 @@ def test_a_derived_student_exports_to_sentence_transformers(tmp_path, tiny_corpu
         np.testing.assert_allclose(got, student.encode(texts, dim=d), atol=1e-4)
     card = (tmp_path / "st" / "student-st" / "README.md").read_text()
     assert card.startswith("---")
+
+
+def test_the_service_serves_a_derived_student(tmp_path, tiny_bert_dir, tiny_corpus, tiny_texts):
+    from fastapi.testclient import TestClient
+
+    from distill.service.app import create_app
+    from distill.service.settings import ServiceSettings
+
+    _run(tmp_path, tiny_bert_dir, tiny_corpus, "served", depth=1)
+    student = distill.load(tmp_path / "served")
+    long_text = " ".join(tiny_texts[:60])  # past the teacher's 128 tokens: cut as the student cuts it
+    with TestClient(create_app(ServiceSettings(model=str(tmp_path / "served")))) as client:
+        r = client.post("/v1/embeddings", json={"input": [tiny_texts[0], long_text], "dimensions": 8})
+        assert r.status_code == 200, r.text
+        got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+    np.testing.assert_allclose(got, student.encode([tiny_texts[0], long_text], dim=8), atol=1e-5)

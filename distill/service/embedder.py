@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distill.students import Student
-from distill.students.base import normalize
+from distill.students.base import ContextualStudent, normalize
 
 logger = logging.getLogger("distill.service")
 
@@ -32,8 +32,8 @@ class Embedder:
         self.student = student
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
-        # transformer students pad and have a position table: longer id lists would index past it
-        self.padded = student.kind == "transformer"
+        # contextual students pad and have a position table: longer id lists would index past it
+        self.padded = isinstance(student, ContextualStudent)
         self.max_length: int | None = student.config.max_length if self.padded else None
 
     @property
