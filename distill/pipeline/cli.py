@@ -167,18 +167,14 @@ def print_summary(summary: dict, out: Path) -> None:
     if held:
         table = Table(title=f"agreement with the teacher on {summary['holdout_texts']} held-out texts",
                       title_justify="left")
+        who = [w for w in ("student", "init", "teacher_rotated") if w in held]
+        names = {"student": "student", "init": "initialisation", "teacher_rotated": "teacher's PCA prefix"}
         table.add_column("dims", justify="right")
-        for name in ("overlap@10", "similarity Spearman"):
-            for who in ("student", "init", "teacher PCA prefix"):
-                if who != "init" or "init" in held:
-                    table.add_column(f"{name}\n{who}", justify="right")
+        for metric in ("overlap@10", "similarity Spearman"):
+            table.add_column(f"{metric}:\n" + " | ".join(names[w] for w in who), justify="center")
         for d in summary["dims"]:
-            row = [str(d)]
-            for key in ("overlap@10", "sim_spearman"):
-                for who in ("student", "init", "teacher_rotated"):
-                    if who in held:
-                        row.append(f"{held[who][str(d)][key]:.3f}")
-            table.add_row(*row)
+            table.add_row(str(d), *(" | ".join(f"{held[w][str(d)][key]:.3f}" for w in who)
+                                    for key in ("overlap@10", "sim_spearman")))
         console.print(table)
         if "init" in held:
             top = str(summary["dims"][-1])
