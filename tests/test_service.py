@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import socket
 import threading
@@ -169,6 +170,63 @@ def test_malformed_json_is_a_400(client, raw):
     r = client.post("/v1/embeddings", content=raw, headers={"content-type": "application/json"})
     assert_openai_error(r, 400, "not valid json")
     assert client.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("path, raw, param", [
+    ("/v1/embeddings", b'{"input": "a cat \\ud800"}', "input"),
+    ("/v1/embeddings", b'{"input": ["a cat", "\\udfff dog"]}', "input"),
+    ("/v1/search", b'{"query": "\\ud83d a cat"}', "queries"),
+    ("/v1/search", b'{"queries": ["a cat", "\\udc00"]}', "queries"),
+])
+def test_a_text_with_a_lone_surrogate_is_a_422_not_a_500(client, path, raw, param):
+    """JSON may escape half of a UTF-16 pair (``"\\ud800"``); Python keeps it, the tokenizer cannot take it.
+    Found while building bench/soak.py's malformed requests: it was an unhandled TypeError, a 500."""
+    r = client.post(path, content=raw, headers={"content-type": "application/json"})
+    err = assert_openai_error(r, 422, "lone surrogate")
+    assert err["param"] == param and err["code"] == "invalid_text"
+    assert client.post(path, json={"input": "a cat", "query": "a cat"}).status_code == 200
+
+
+def test_fuzzed_requests_from_the_openapi_schema_get_no_5xx(student_dir, index_dir):
+    """Bodies generated from the service's own /openapi.json by schemathesis (valid and schema-breaking)
+    and texts of any Unicode category (lone surrogates included), in process: every answer is a 2xx or an
+    OpenAI-shaped 4xx. The real-server version under load is bench/soak.py."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    app = create_app(ServiceSettings(model=student_dir, index=index_dir))
+    schema = schemathesis.openapi.from_dict(app.openapi())
+
+    def from_case(case) -> tuple[str, str, bytes | None, dict]:
+        kw = case.as_transport_kwargs(base_url="")
+        body = json.dumps(kw["json"]).encode() if "json" in kw else kw.get("data")
+        return kw["method"], kw["url"], body, {k: v for k, v in kw["headers"].items() if k.lower() == "content-type"}
+
+    # lone surrogates are 0.2% of the code points: draw them as often as all the others together
+    texts = st.text(st.one_of(st.characters(), st.characters(categories=["Cs"])), min_size=1, max_size=12)
+    requests = st.one_of(
+        st.one_of(schema.as_strategy(mode) for mode in schemathesis.GenerationMode).map(from_case),
+        st.tuples(st.just("POST"), st.sampled_from(["/v1/embeddings", "/v1/search"]),
+                  st.lists(texts, min_size=1, max_size=3).map(lambda t: json.dumps({"input": t, "queries": t})
+                                                              .encode()),
+                  st.just({"content-type": "application/json"})))
+    statuses = collections.Counter()
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        @settings(max_examples=100, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(requests)
+        def fuzz(request):
+            method, path, body, headers = request
+            r = c.request(method, path, content=body, headers=headers)
+            statuses[r.status_code] += 1
+            assert r.status_code < 500, f"{method} {path} {body!r:.300} -> {r.status_code} {r.text:.300}"
+            if r.status_code >= 400:
+                assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+        fuzz()
+    assert statuses[200] > 0 and sum(n for code, n in statuses.items() if 400 <= code < 500) > 0, statuses
 
 
 # ---- limits and the API key -----------------------------------------------------------------------
@@ -355,6 +413,51 @@ def test_overload_reaches_the_client_as_503(student_dir, monkeypatch):
         assert err["code"] == "overloaded" and r.headers["retry-after"] == "1"
 
 
+def test_requests_past_max_concurrent_get_a_503_at_once_without_being_read(student_dir, monkeypatch):
+    """Found by bench/soak.py: at 3x capacity the batcher's limits refused nothing (every request was parsed
+    and tokenized first; the backlog grew in the sockets, p99 70 s). Now the middleware refuses embeddings and
+    search requests past ``max_concurrent`` before reading them; probes stay open."""
+    from distill.service.embedder import Embedder
+
+    release = threading.Event()
+    real_core = Embedder.core
+
+    def held_core(self, seqs):
+        release.wait(10)
+        return real_core(self, seqs)
+
+    monkeypatch.setattr(Embedder, "core", held_core)
+    app = create_app(ServiceSettings(model=student_dir, max_concurrent=2, max_wait_ms=0))
+
+    def in_flight() -> float:
+        return app.state.metrics.in_flight.collect()[0].samples[0].value
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+                held = [asyncio.ensure_future(c.post("/v1/embeddings", json={"input": t})) for t in TEXTS[:2]]
+                while in_flight() < 2:
+                    await asyncio.sleep(0.01)
+                start = time.perf_counter()
+                refused = await c.post("/v1/embeddings", content=b"{")  # refused unread: not a 400
+                search = await c.post("/v1/search", json={"query": "a cat"})  # refused before its 404 (no index)
+                took = time.perf_counter() - start
+                probes = [await c.get(p) for p in ("/health", "/v1/models", "/metrics")]
+                release.set()
+                done = await asyncio.gather(*held)
+                after = await c.post("/v1/embeddings", json={"input": "a cat"})
+        return refused, search, took, probes, done, after
+
+    refused, search, took, probes, done, after = asyncio.run(main())
+    for r in (refused, search):
+        err = assert_openai_error(r, 503, "handling 2 requests already (at most 2)")
+        assert err["code"] == "overloaded" and r.headers["retry-after"] == "1"
+    assert took < 2.0  # at once, not after request_timeout_s
+    assert [p.status_code for p in probes] == [200, 200, 200]
+    assert [r.status_code for r in done] == [200, 200] and after.status_code == 200
+    assert in_flight() == 0
+
+
 def test_concurrent_requests_share_forward_passes_through_the_app(student_dir, student):
     app = create_app(ServiceSettings(model=student_dir, max_wait_ms=100))
 
@@ -489,14 +592,15 @@ def test_transformer_student_cuts_long_token_id_inputs_to_its_max_length(tmp_pat
 
 def test_forward_chunks_cover_every_row_once_within_the_token_budget(tmp_path):
     from distill.service.embedder import Embedder
+    from distill.students import TransformerStudent
+    from distill.students.base import load_tokenizer
 
-    class Padded:
-        kind, dim = "transformer", 4
-        config = StudentConfig(kind="transformer", vocab_size=10, dim=4, dims=[4], max_length=64)
-
+    tok = load_tokenizer(make_student(tmp_path / "static"))
+    padded = TransformerStudent(StudentConfig(kind="transformer", vocab_size=tok.get_vocab_size(), dim=4, dims=[4],
+                                              width=8, n_layers=1, n_heads=2, max_length=64), tok)
     rng = np.random.default_rng(0)
     seqs = [[1] * int(n) for n in rng.integers(1, 60, 300)]
-    chunks = Embedder(Padded(), max_batch=16, max_batch_tokens=128).chunks(seqs)
+    chunks = Embedder(padded, max_batch=16, max_batch_tokens=128).chunks(seqs)
     assert sorted(i for c in chunks for i in c) == list(range(300))
     for c in chunks:
         widest = max(len(seqs[i]) for i in c)

@@ -92,7 +92,8 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
                   summary="OpenAI-compatible embeddings from hierarchical (Matryoshka) students")
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       api_key=settings.api_key.get_secret_value() if settings.api_key else None)
+                       api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+                       max_concurrent=settings.max_concurrent)
     app.state.metrics = metrics
 
     @app.post("/v1/embeddings")
@@ -182,6 +183,18 @@ def _check_texts(settings: ServiceSettings, texts: list[str], param: str = "inpu
         if len(t) > settings.max_input_chars:
             raise APIError(422, f"{param}[{i}] has {len(t)} characters (at most {settings.max_input_chars})",
                            param=param, code="input_too_long")
+        if not t.isascii():
+            _check_unicode(t, f"{param}[{i}]", param)
+
+
+def _check_unicode(text: str, where: str, param: str) -> None:
+    """JSON may escape half of a UTF-16 pair (``"\\ud800"``): Python keeps the lone surrogate, the tokenizer
+    cannot take it (a TypeError, once a 500). Such a text is no text: a 422."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise APIError(422, f"{where} holds a lone surrogate ({text[e.start]!r} at character {e.start}), which is "
+                            "not valid Unicode text", param=param, code="invalid_text") from None
 
 
 async def _sequences(s: ServiceState, input_: str | list) -> list[list[int]]:

@@ -3,8 +3,9 @@
 Status codes: 400 a request the server understood but cannot serve (bad ``dimensions``, malformed
 JSON, a ``dimensions`` the index lacks), 401 a missing or wrong API key, 404 an unknown model or
 no index loaded, 413 too many inputs or too big a body, 422 wrong types, empty inputs and inputs
-past the per-input limits, 503 (with ``Retry-After``) when the server already holds ``max_pending``
-texts or a request waited past ``request_timeout_s``, 500 a bug (logged; the server keeps serving).
+past the per-input limits, 503 (with ``Retry-After``) when the server already handles ``max_concurrent``
+requests or holds ``max_pending`` texts, or a request waited past ``request_timeout_s``, 500 a bug
+(logged; the server keeps serving).
 """
 
 from __future__ import annotations

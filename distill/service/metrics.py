@@ -32,6 +32,8 @@ class Metrics:
         self.texts_per_second = Gauge("distill_texts_per_second", f"Inputs embedded per second over the last "
                                       f"{_WINDOW_S:.0f} s", registry=self.registry)
         self.texts_per_second.set_function(self._rate)
+        self.in_flight = Gauge("distill_requests_in_flight", "Requests to /v1/embeddings and /v1/search being "
+                               "handled", registry=self.registry)
         self._recent: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
 

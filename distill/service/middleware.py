@@ -1,7 +1,15 @@
-"""One ASGI middleware in front of every route: API key, body-size limit and request metrics.
+"""One ASGI middleware in front of every route: API key, concurrency limit, body-size limit and request metrics.
 
 It runs before FastAPI parses anything, so a missing key is a 401 even for a malformed body, and a
 body past the limit is refused without being parsed (or, when it has a Content-Length, even read).
+
+The concurrency limit is the service's front door under overload. The batcher's limits
+(``max_pending``, ``request_timeout_s``) alone never refused at 3x capacity (bench/soak.py): every
+request was read, parsed and tokenized on the one event loop first, the batcher's queue stayed short,
+and the backlog grew in the sockets instead (p99 70 s, not one 503). Past ``max_concurrent`` requests
+in the app, an embeddings or search request is refused here, before its body is read. The HTTP work of
+a refusal remains (about half of what serving a static student costs), so a single process can still
+fall behind when refusing is most of its work: see BENCHMARKS.md, "Service soak".
 """
 
 from __future__ import annotations
@@ -14,13 +22,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from distill.service.errors import error_response
 from distill.service.metrics import Metrics
 
+LIMITED = ("/v1/embeddings", "/v1/search")  # the work; /health, /metrics and /v1/models stay open under load
+
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, api_key: str | None = None):
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, api_key: str | None = None,
+                 max_concurrent: int | None = None):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.api_key = api_key
+        self.max_concurrent = max_concurrent
+        self.in_flight = 0  # requests to LIMITED paths inside the app (one event loop: no lock needed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,8 +48,16 @@ class GuardMiddleware:
                 status = message["status"]
             await send(message)
 
+        limited = scope["path"] in LIMITED
+        admitted = False
         try:
             refusal = self._check_key(scope)
+            if refusal is None and limited:
+                refusal = self._check_load()
+                admitted = refusal is None
+                if admitted:
+                    self.in_flight += 1
+                    self.metrics.in_flight.inc()
             if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
                 body, refusal = await self._read_body(scope, receive)
                 if refusal is None:
@@ -46,7 +67,17 @@ class GuardMiddleware:
             else:
                 await self.app(scope, receive, send_status)
         finally:
+            if admitted:
+                self.in_flight -= 1
+                self.metrics.in_flight.dec()
             self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
+
+    def _check_load(self):
+        if self.max_concurrent is None or self.in_flight < self.max_concurrent:
+            return None
+        return error_response(503, f"the server is handling {self.in_flight} requests already (at most "
+                                   f"{self.max_concurrent}); retry shortly", code="overloaded",
+                              headers={"Retry-After": "1"})
 
     def _check_key(self, scope: Scope):
         if self.api_key is None or not scope["path"].startswith(("/v1/", "/docs", "/redoc", "/openapi.json")):

@@ -32,6 +32,8 @@ class ServiceSettings(BaseSettings):
     max_batch_tokens: int = Field(512, ge=1, description="Padded tokens per transformer forward chunk.")
     max_pending: int = Field(16_384, ge=1, description="Texts queued or in a forward pass at most; past it -> 503.")
     request_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a forward pass -> 503.")
+    max_concurrent: int = Field(256, ge=1, description="Requests to /v1/embeddings and /v1/search handled at once; "
+                                "past it -> 503 before the body is read, so that an overload is refused cheaply.")
 
     # limits: a request past one of these is refused, never half-served
     max_inputs: int = Field(2048, ge=1, description="Inputs (or queries) per request -> 413.")

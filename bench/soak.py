@@ -1,0 +1,613 @@
+"""Service soak: a real `distill serve` under 50 concurrent clients and fuzzed requests, then overloaded.
+
+    python bench/soak.py                          # 10,000 requests from 50 clients, then 30 s at 3x capacity
+    python bench/soak.py --quick                  # 1,000 requests, then 8 s
+    python bench/soak.py --student transformer    # a student whose forward pass costs more than HTTP
+
+1. A tiny static student (word-level tokenizer, random weights, dims 16/32/64, built as
+   tests/test_service.py builds one) and an index of 500 synthetic texts are written to a temporary
+   folder; `distill serve` runs in a subprocess on a free 127.0.0.1 port with its default settings,
+   but for ``request_timeout_s`` (5 s, so that "under the timeout" means something in a short run)
+   and ``max_body_bytes`` (256 KiB, so that an oversized body is cheap to send).
+2. Normal phase: ``--clients`` keep-alive clients send ``--requests`` requests in all: valid
+   /v1/embeddings (texts or token ids, every `dimensions`, float and base64), /v1/search, /health,
+   /v1/models, /metrics, and malformed ones: bodies schemathesis generates from the server's own
+   /openapi.json (schema-breaking, and schema-valid but wrong) and hand-written ones (bad JSON, lone
+   surrogates, deep nesting, too many inputs, an oversized body, wrong methods and paths).
+3. Capacity: the same clients send one-text /v1/embeddings for a few seconds: answered requests/s.
+4. Overload phase: open loop, one-text /v1/embeddings at ``--overload`` times that rate for
+   ``--overload-s`` seconds, over at most ``--overload-connections`` keep-alive connections; a
+   request's latency runs from when it was due.
+
+Every answer is checked: any 5xx but a 503 with Retry-After, a valid request answered with anything
+but its vectors (or a 503), a malformed one answered 200, no answer at all, a p99 latency of answered
+requests past the request timeout, or an overload without a single 503 is a failure. The server's RSS
+is sampled every 0.25 s; at the end the process must be alive, /health ok, embeddings served again and
+the server's log free of tracebacks. Prints one markdown table and exits 1 when a check failed.
+Clients are bare asyncio connections in this process (httpx costs more CPU per request than the
+server; see bench/service.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+WORDS = ("the cat a dog my neighbour old man young girl teacher our team river small bird engineer her brother "
+         "city council sees likes paints follows builds remembers describes crosses finds answers visits sells red "
+         "house long bridge an apple quiet garden three letters market strange noise new machine empty room winter "
+         "sky blue boat map today in morning before storm with great care near station for first time again and "
+         "without word after dinner slowly happily").split()
+DIMS = [16, 32, 64]
+
+
+def build_student(folder: Path, kind: str = "static") -> Path:
+    """The tests' tiny static student: a word-level tokenizer over WORDS, random weights, dims 16/32/64. Or,
+    with ``kind="transformer"``, a small transformer student (2 layers of width 256) on the same tokenizer,
+    whose forward pass, not HTTP, is what a request costs."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    from distill.students import StaticStudent, StudentConfig, build_student
+
+    vocab = {"[UNK]": 0}
+    for w in dict.fromkeys(WORDS):
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    g = torch.Generator().manual_seed(0)
+    if kind == "transformer":
+        cfg = StudentConfig(kind="transformer", vocab_size=tok.get_vocab_size(), dim=64, dims=DIMS, width=256,
+                            n_layers=2, n_heads=4, max_length=64)
+        s = build_student(cfg, tok)
+        with torch.no_grad():
+            for p in s.parameters():
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+        return s.save(folder)
+    s = StaticStudent(StudentConfig(kind="static", vocab_size=tok.get_vocab_size(), dim=64, dims=DIMS), tok)
+    with torch.no_grad():
+        s.embedding.copy_(torch.randn(s.embedding.shape, generator=g))
+        s.log_weight.copy_(0.3 * torch.randn(s.log_weight.shape, generator=g))
+    return s.save(folder)
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=rng.randint(3, 20))) for _ in range(n)]
+
+
+# ---- the server ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_settings(args) -> dict[str, str]:
+    """DISTILL_* settings of the server: its defaults, but for what the flags set."""
+    out = {"DISTILL_REQUEST_TIMEOUT_S": str(args.request_timeout_s), "DISTILL_MAX_BODY_BYTES": str(args.max_body_bytes)}
+    if args.max_concurrent is not None:
+        out["DISTILL_MAX_CONCURRENT"] = str(args.max_concurrent)
+    if args.max_pending is not None:
+        out["DISTILL_MAX_PENDING"] = str(args.max_pending)
+        out["DISTILL_MAX_INPUTS"] = str(min(args.max_pending, 2048))
+    return out
+
+
+def start_server(model: Path, index: Path, port: int, log: Path, args) -> subprocess.Popen:
+    import httpx
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **server_settings(args))
+    cmd = [sys.executable, "-m", "distill.cli", "serve", "--model", str(model), "--index", str(index),
+           "--port", str(port), "--no-access-log"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start within 120 s")
+
+
+class RSSSampler(threading.Thread):
+    """The server's resident memory every ``every_s`` seconds, tagged with the phase it was taken in."""
+
+    def __init__(self, pid: int, every_s: float = 0.25):
+        super().__init__(daemon=True)
+        self.pid, self.every_s = pid, every_s
+        self.phase = "startup"
+        self.samples: list[tuple[str, float]] = []  # (phase, MB)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            mb = rss_mb(self.pid)
+            if mb is None:
+                return
+            self.samples.append((self.phase, mb))
+            self.done.wait(self.every_s)
+
+    def of(self, phase: str) -> list[float]:
+        return [mb for p, mb in self.samples if p == phase]
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+# ---- the client ----------------------------------------------------------------------------------------
+
+
+class Connection:
+    """A bare keep-alive HTTP/1.1 connection that sends any bytes and reads status, headers and body."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.last = 0.0
+
+    async def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+        if self.writer is not None and (self.reader.at_eof() or time.monotonic() - self.last > 4.0):
+            self.close()  # closed by the server, or about to be (uvicorn's keep-alive timeout is 5 s)
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        first, *rest = head.decode("latin-1").split("\r\n")
+        status = int(first.split(" ", 2)[1])
+        hdrs = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in rest if line)}
+        data = await self.reader.readexactly(int(hdrs.get("content-length", 0)))
+        if hdrs.get("connection", "").lower() == "close":
+            self.close()
+        self.last = time.monotonic()
+        return status, hdrs, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+@dataclass
+class Req:
+    kind: str  # embed, search, health, models, metrics, schema (schemathesis), bad (hand-written)
+    method: str
+    path: str
+    body: bytes = b""
+    headers: dict = field(default_factory=dict)
+    expect: dict = field(default_factory=dict)  # what a valid request's answer must hold
+
+
+@dataclass
+class Result:
+    kind: str
+    status: int  # 0: no answer (connection error or client timeout)
+    seconds: float
+    problem: str = ""
+    refusal: str = ""  # a 503's message
+
+
+def check(req: Req, status: int, headers: dict, body: bytes) -> str:
+    """'' when the answer is right for the request, else what is wrong."""
+    if status == 503:
+        return "" if headers.get("retry-after") else "503 without Retry-After"
+    if status >= 500:
+        return f"{status} {body[:200]!r}"
+    if req.kind in ("schema", "bad"):
+        if req.kind == "bad" and status < 400:
+            return f"malformed request answered {status}"
+        if status >= 400 and set(json.loads(body).get("error", {})) != {"message", "type", "param", "code"}:
+            return f"{status} not in the OpenAI error shape: {body[:200]!r}"
+        return ""
+    if status != 200:
+        return f"valid {req.kind} answered {status}: {body[:200]!r}"
+    if req.kind == "embed":
+        data = json.loads(body)["data"]
+        dim, n, b64 = req.expect["dim"], req.expect["n"], req.expect["base64"]
+        widths = [len(base64.b64decode(d["embedding"])) // 4 if b64 else len(d["embedding"]) for d in data]
+        if widths != [dim] * n:
+            return f"embeddings of widths {widths}, wanted {n} x {dim}"
+    elif req.kind == "search":
+        data = json.loads(body)["data"]
+        if [len(q["hits"]) for q in data] != [req.expect["k"]] * req.expect["n"]:
+            return "wrong number of hits"
+    elif req.kind == "health" and json.loads(body)["status"] != "ok":
+        return "health not ok"
+    return ""
+
+
+async def send(conn: Connection, req: Req, timeout: float, start: float | None = None) -> Result:
+    """One request; its latency runs from ``start`` (default: now)."""
+    start = time.perf_counter() if start is None else start
+    try:
+        status, headers, body = await asyncio.wait_for(conn.request(req.method, req.path, req.body, req.headers),
+                                                       timeout)
+    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
+        conn.close()
+        return Result(req.kind, 0, time.perf_counter() - start, f"no answer: {type(e).__name__}")
+    seconds = time.perf_counter() - start
+    try:
+        problem = check(req, status, headers, body)
+    except (ValueError, KeyError, TypeError) as e:
+        problem = f"unreadable answer ({e!r}): {body[:200]!r}"
+    return Result(req.kind, status, seconds, problem, body[:120].decode(errors="replace") if status == 503 else "")
+
+
+async def closed_loop(port: int, reqs, clients: int, timeout: float,
+                      seconds: float | None = None) -> tuple[list[Result], float]:
+    """``clients`` keep-alive connections, each sending its next request when its last one is answered, until
+    ``reqs`` (an iterable) runs out or ``seconds`` have passed."""
+    results: list[Result] = []
+    it = iter(reqs)
+    stop = time.perf_counter() + seconds if seconds is not None else float("inf")
+
+    async def client() -> None:
+        conn = Connection("127.0.0.1", port)
+        try:
+            for req in it:
+                results.append(await send(conn, req, timeout))
+                if time.perf_counter() > stop:
+                    break
+        finally:
+            conn.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return results, time.perf_counter() - start
+
+
+async def open_loop(port: int, make, rate: float, seconds: float, timeout: float,
+                    max_conns: int) -> tuple[list[Result], float, int]:
+    """Requests at ``rate`` per second whether or not earlier ones were answered (offered load, not a closed
+    loop that slows down with the server), over at most ``max_conns`` keep-alive connections, as several
+    clients' connection pools would. A request's latency runs from when it was due, so time spent waiting
+    for a free connection, because the server is slow to answer, counts."""
+    loop = asyncio.get_running_loop()
+    idle: list[Connection] = []
+    free = asyncio.Semaphore(max_conns)
+    results: list[Result] = []
+    n_conns = 0
+
+    async def one(req: Req, due: float) -> None:
+        nonlocal n_conns
+        async with free:
+            if idle:
+                conn = idle.pop()
+            else:
+                conn, n_conns = Connection("127.0.0.1", port), n_conns + 1
+            results.append(await send(conn, req, timeout, start=due))
+            idle.append(conn)
+
+    tasks = []
+    start = loop.time()
+    for i in range(int(rate * seconds)):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(make(i), time.perf_counter() + min(delay, 0.0))))
+    sent_s = loop.time() - start
+    await asyncio.gather(*tasks)
+    for conn in idle:
+        conn.close()
+    return results, len(tasks) / sent_s, n_conns
+
+
+# ---- requests ------------------------------------------------------------------------------------------
+
+
+def embed_req(rng: random.Random, texts: list[str], vocab_size: int, n: int | None = None) -> Req:
+    n = n or rng.choice([1, 1, 1, 2, 4, 8])
+    dim = rng.choice([*DIMS, None])
+    b64 = rng.random() < 0.3
+    if rng.random() < 0.15:
+        inp: object = [[rng.randrange(vocab_size) for _ in range(rng.randint(1, 12))] for _ in range(n)]
+    else:
+        inp = rng.sample(texts, n)
+    body = {"input": inp, "model": rng.choice(["tiny", None])}
+    if dim is not None:
+        body["dimensions"] = dim
+    if b64:
+        body["encoding_format"] = "base64"
+    return Req("embed", "POST", "/v1/embeddings", json.dumps(body).encode(),
+               {"Content-Type": "application/json"}, {"dim": dim or DIMS[-1], "n": n, "base64": b64})
+
+
+def search_req(rng: random.Random, texts: list[str], n_index: int) -> Req:
+    n, k = rng.choice([1, 1, 2, 3]), rng.randint(1, 10)
+    body = {"query": rng.choice(texts)} if n == 1 and rng.random() < 0.5 else {"queries": rng.sample(texts, n)}
+    body.update(k=k, dimensions=rng.choice(DIMS))
+    return Req("search", "POST", "/v1/search", json.dumps(body).encode(), {"Content-Type": "application/json"},
+               {"n": n, "k": min(k, n_index)})
+
+
+def hand_written_bad(max_inputs: int, max_body_bytes: int) -> list[Req]:
+    """Malformed requests a schema-driven generator rarely makes."""
+    j = {"Content-Type": "application/json"}
+
+    def bad(path: str, body: bytes, headers: dict | None = None, method: str = "POST") -> Req:
+        return Req("bad", method, path, body, j if headers is None else headers)
+
+    deep = b'{"input": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    return [
+        bad("/v1/embeddings", b"{"), bad("/v1/embeddings", b"not json"), bad("/v1/embeddings", b"\xff\xfe"),
+        bad("/v1/embeddings", b'{"input": "a cat",}'), bad("/v1/embeddings", b""), bad("/v1/search", b"[1, 2]"),
+        bad("/v1/embeddings", b'{"input": "a cat \\ud800"}'), bad("/v1/search", b'{"query": "\\udfff"}'),
+        bad("/v1/embeddings", b'{"input": "a cat", "dimensions": NaN}'), bad("/v1/embeddings", deep),
+        bad("/v1/embeddings", b'{"input": "a cat", "dimensions": 123456789012345678901234567890}'),
+        bad("/v1/embeddings", b'{"input": [[1, 2, 123456789012345678901234567890]]}'),
+        bad("/v1/embeddings", json.dumps({"input": ["a"] * (max_inputs + 1)}).encode()),
+        bad("/v1/embeddings", json.dumps({"input": "a " * 8193}).encode()),
+        bad("/v1/embeddings", json.dumps({"input": "a", "user": "u" * max_body_bytes}).encode()),
+        bad("/v1/embeddings", b'{"input": "a cat"}', {"Content-Type": "text/plain"}),
+        bad("/v1/embeddings", b"", method="GET"), bad("/v1/nope", b'{"input": "a cat"}'),
+        bad("/v1/search", b'{"query": "a cat", "k": 0}'), bad("/v1/search", b'{"query": "a", "queries": ["b"]}'),
+    ]
+
+
+def schema_cases(port: int, n: int, seed: int = 0) -> list[Req]:
+    """``n`` requests schemathesis generates from the server's /openapi.json, half of them schema-breaking."""
+    import httpx
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hypothesis_seed
+
+    schema = schemathesis.openapi.from_dict(httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=10).json())
+    out: list[Req] = []
+    for mode in (schemathesis.GenerationMode.NEGATIVE, schemathesis.GenerationMode.POSITIVE):
+        @hypothesis_seed(seed)
+        @settings(max_examples=n // 2, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(schema.as_strategy(mode))
+        def collect(case) -> None:
+            kw = case.as_transport_kwargs(base_url="")
+            body = json.dumps(kw["json"]).encode() if "json" in kw else kw.get("data") or b""
+            headers = {k: v for k, v in kw["headers"].items() if k.lower() == "content-type"}
+            out.append(Req("schema", kw["method"], kw["url"], body.encode() if isinstance(body, str) else body,
+                           headers))
+
+        collect()
+    return out
+
+
+def normal_mix(n: int, rng: random.Random, texts: list[str], vocab_size: int, n_index: int, malformed: list[Req]):
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.45:
+            out.append(embed_req(rng, texts, vocab_size))
+        elif r < 0.57:
+            out.append(search_req(rng, texts, n_index))
+        elif r < 0.60:
+            out.append(Req("health", "GET", "/health"))
+        elif r < 0.62:
+            out.append(Req("models", "GET", "/v1/models"))
+        elif r < 0.63:
+            out.append(Req("metrics", "GET", "/metrics"))
+        else:
+            out.append(rng.choice(malformed))
+    return out
+
+
+# ---- the run -------------------------------------------------------------------------------------------
+
+
+def summarize(name: str, results: list[Result], rss: list[float], clients: str, **extra) -> dict:
+    ok = np.array([r.seconds for r in results if r.status == 200]) * 1000
+    refused = np.array([r.seconds for r in results if r.status == 503]) * 1000
+
+    def pct(x: np.ndarray, q: float) -> float:
+        return float(np.percentile(x, q)) if len(x) else float("nan")
+
+    return {"phase": name, "requests": len(results), "clients": clients,
+            "5xx": sum(r.status >= 500 and r.status != 503 for r in results),
+            "503": sum(r.status == 503 for r in results), "no_answer": sum(r.status == 0 for r in results),
+            "problems": [r for r in results if r.problem], "statuses": Counter(r.status for r in results),
+            "refusals": Counter(_reason(r.refusal) for r in results if r.status == 503),
+            "p50": pct(ok, 50), "p99": pct(ok, 99), "p50_503": pct(refused, 50), "p99_503": pct(refused, 99),
+            "rss": (rss[0], rss[-1], max(rss)) if rss else (float("nan"),) * 3, **extra}
+
+
+def _reason(message: str) -> str:
+    for key, reason in (("handling", "max_concurrent"), ("holds", "max_pending"), ("waited", "request_timeout_s")):
+        if key in message:
+            return reason
+    return message[:60]
+
+
+def server_latency(before: str, after: str, endpoint: str = "/v1/embeddings") -> tuple[float, float]:
+    """p50 and p99 (the upper bounds of their histogram buckets, in ms) of the server's own request latency
+    between two /metrics scrapes: from the middleware's first look at a request to its answer."""
+    def buckets(text: str) -> dict[float, float]:
+        prefix = f'distill_request_seconds_bucket{{endpoint="{endpoint}",le="'
+        return {float(line[len(prefix):].split('"')[0]): float(line.split()[-1])
+                for line in text.splitlines() if line.startswith(prefix)}
+
+    b0, b1 = buckets(before), buckets(after)
+    counts = sorted((le, b1[le] - b0.get(le, 0.0)) for le in b1)  # cumulative, +Inf last
+    total = counts[-1][1]
+
+    def q(p: float) -> float:
+        return next((le * 1000 for le, n in counts if n >= p * total), float("nan")) if total else float("nan")
+
+    return q(0.5), q(0.99)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="A short run: 1,000 requests, 8 s of overload.")
+    ap.add_argument("--requests", type=int, help="Requests in the normal phase (default 10,000; quick 1,000).")
+    ap.add_argument("--clients", type=int, default=50, help="Concurrent clients in the normal phase.")
+    ap.add_argument("--overload", type=float, default=3.0, help="Offered load as a multiple of the capacity.")
+    ap.add_argument("--overload-s", type=float, help="Seconds of overload (default 30; quick 8).")
+    ap.add_argument("--overload-connections", type=int, default=512,
+                    help="Connections the overload may open (the server's max_concurrent default is 256).")
+    ap.add_argument("--request-timeout-s", type=float, default=5.0, help="Server DISTILL_REQUEST_TIMEOUT_S.")
+    ap.add_argument("--max-body-bytes", type=int, default=256 * 1024, help="Server DISTILL_MAX_BODY_BYTES.")
+    ap.add_argument("--max-concurrent", type=int, help="Server DISTILL_MAX_CONCURRENT (default: its default).")
+    ap.add_argument("--max-pending", type=int, help="Server DISTILL_MAX_PENDING (default: its default).")
+    ap.add_argument("--student", choices=["static", "transformer"], default="static",
+                    help="The tests' tiny static student, or a small transformer (2 x 256) on the same tokenizer.")
+    ap.add_argument("--schema-cases", type=int, help="schemathesis requests to draw from (default 400; quick 100).")
+    args = ap.parse_args()
+    n_normal = args.requests or (1000 if args.quick else 10_000)
+    overload_s = args.overload_s or (8.0 if args.quick else 30.0)
+    capacity_s = 3.0 if args.quick else 6.0
+    timeout = 2 * args.request_timeout_s + 30  # past it a request counts as unanswered: a hang
+
+    import httpx
+
+    import distill
+    from distill.index import build_index
+
+    rng = random.Random(0)
+    texts = sentences(2000)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_student(Path(tmp) / "tiny", args.student)
+        student = distill.load(model)
+        index_texts = sentences(500, seed=1)
+        build_index(student, index_texts, Path(tmp) / "index", spec=model)
+        port, log = free_port(), Path(tmp) / "server.log"
+        proc = start_server(model, Path(tmp) / "index", port, log, args)
+        sampler = RSSSampler(proc.pid)
+        sampler.start()
+        cpu: dict[str, tuple[float, float]] = {}  # phase: (server, client) CPU seconds per wall second
+        try:
+            malformed = schema_cases(port, args.schema_cases or (100 if args.quick else 400))
+            malformed += hand_written_bad(min(args.max_pending or 2048, 2048), args.max_body_bytes)
+            vocab = student.config.vocab_size
+            reqs = normal_mix(n_normal, rng, texts, vocab, len(index_texts), malformed)
+            asyncio.run(closed_loop(port, [embed_req(rng, texts, vocab) for _ in range(200)], 10, timeout))  # warm up
+
+            def phase(name: str, run):
+                sampler.phase = name
+                s0, c0, t0 = cpu_seconds(proc.pid), time.process_time(), time.perf_counter()
+                out = asyncio.run(run)
+                wall = time.perf_counter() - t0
+                cpu[name] = ((cpu_seconds(proc.pid) - s0) / wall, (time.process_time() - c0) / wall)
+                return out
+
+            normal, wall = phase("normal", closed_loop(port, reqs, args.clients, timeout))
+            one = (embed_req(rng, texts, vocab, n=1) for _ in iter(int, 1))  # endless
+            cap_results, cap_wall = phase("capacity", closed_loop(port, one, args.clients, timeout,
+                                                                  seconds=capacity_s))
+            capacity = sum(r.status == 200 for r in cap_results) / cap_wall
+            scrape = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+            over, offered, n_conns = phase("overload", open_loop(
+                port, lambda i: embed_req(rng, texts, vocab, n=1), args.overload * capacity, overload_s, timeout,
+                args.overload_connections))
+            inside = server_latency(scrape, httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text)
+            sampler.phase = "after"
+            time.sleep(1.0)
+            alive = proc.poll() is None
+            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["status"] if alive else "dead"
+            after = asyncio.run(closed_loop(port, [embed_req(rng, texts, vocab) for _ in range(50)], 5, timeout))[0]
+        finally:
+            sampler.done.set()
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        server_log = log.read_text(errors="replace")
+
+    rows = [summarize("normal", normal, sampler.of("normal"), str(args.clients), wall=wall),
+            summarize("overload", over, sampler.of("overload"),
+                      f"open loop at {offered:.0f} req/s ({offered / capacity:.1f}x capacity), {n_conns} connections")]
+    report(rows, args, capacity, overload_s, cpu, inside, alive, health, after, server_log, sampler)
+
+
+def report(rows, args, capacity, overload_s, cpu, inside, alive, health, after, server_log, sampler) -> None:
+    normal, over = rows
+    settings = ", ".join(f"{k.removeprefix('DISTILL_').lower()}={v}" for k, v in server_settings(args).items())
+    print(f"\n{args.student} student; server: defaults but {settings}; server and clients on {os.cpu_count()} CPUs")
+    print(f"normal: {normal['requests']} requests from {args.clients} clients in {normal['wall']:.1f} s "
+          f"({normal['requests'] / normal['wall']:.0f} req/s), statuses {dict(sorted(normal['statuses'].items()))}")
+    print(f"capacity (one-text /v1/embeddings, {args.clients} clients): {capacity:.0f} req/s answered")
+    print(f"overload: {overload_s:g} s, statuses {dict(sorted(over['statuses'].items()))}, 503s by limit "
+          f"{dict(over['refusals'])}; inside the server (its /metrics histogram, all answers) p50 <= "
+          f"{inside[0]:g} ms, p99 <= {inside[1]:g} ms")
+    print("CPU cores used (server / this client process): "
+          + ", ".join(f"{k} {s:.2f} / {c:.2f}" for k, (s, c) in cpu.items()) + "\n")
+    print("| phase | requests | clients | 5xx (not 503) | 503 (share) | no answer | p50 / p99 ms (200s) "
+          "| p50 / p99 ms (503s) | RSS first / last / max MB |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    def ms(x: float) -> str:
+        return "-" if x != x else f"{x:.0f}"  # NaN: no such answers
+
+    for r in rows:
+        first, last, peak = r["rss"]
+        print(f"| {r['phase']} | {r['requests']} | {r['clients']} | {r['5xx']} | {r['503']} "
+              f"({r['503'] / max(r['requests'], 1):.0%}) | {r['no_answer']} | {ms(r['p50'])} / {ms(r['p99'])} "
+              f"| {ms(r['p50_503'])} / {ms(r['p99_503'])} | {first:.0f} / {last:.0f} / {peak:.0f} |")
+
+    failures = []
+    for r in rows:
+        for problem, n in Counter(x.problem for x in r["problems"]).most_common(5):
+            failures.append(f"{r['phase']}: {n} x {problem}")
+        if r["p99"] > args.request_timeout_s * 1000:
+            failures.append(f"{r['phase']}: p99 of answered requests {r['p99']:.0f} ms is past the request timeout")
+    if over["503"] == 0:
+        failures.append("overload: no request was refused with a 503")
+    if not alive or health != "ok":
+        failures.append(f"server alive: {alive}, /health: {health}")
+    if any(x.status != 200 or x.problem for x in after):
+        failures.append(f"after the overload: statuses {Counter(x.status for x in after)}")
+    tracebacks = server_log.count("Traceback")
+    if tracebacks:
+        failures.append(f"the server logged {tracebacks} tracebacks; the first:\n"
+                        + server_log[server_log.index("Traceback"):][:3000])
+    whole = [mb for _, mb in sampler.samples]
+    for name in ("normal", "overload"):
+        rss = sampler.of(name)
+        points = [rss[round(i * (len(rss) - 1) / 9)] for i in range(10)] if rss else []
+        print(f"RSS through the {name} phase, 10 points (MB): " + " ".join(f"{mb:.0f}" for mb in points))
+    print(f"\nRSS over the whole run: {whole[0]:.1f} MB at startup, {max(whole):.1f} MB at most, "
+          f"{whole[-1]:.1f} MB at the end ({len(whole)} samples)")
+    print(f"after the overload: process alive {alive}, /health {health!r}, "
+          f"{sum(x.status == 200 for x in after)}/{len(after)} embeddings requests answered 200")
+    if failures:
+        print("\nFAILED:\n" + "\n".join(failures))
+        sys.exit(1)
+    print("\nall checks passed")
+
+
+if __name__ == "__main__":
+    main()
