@@ -102,7 +102,8 @@ def test_embeddings_equal_encode_at_every_nested_size(client, student, dim):
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(x, student.encode(TEXTS[:5], dim=dim), atol=1e-6)
     n_tokens = sum(len(s) for s in student.tokenize(TEXTS[:5]))
-    assert body["usage"] == {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
+    assert body["usage"] == {"prompt_tokens": n_tokens, "total_tokens": n_tokens, "truncated_texts": 0,
+                             "truncated_tokens": 0}
 
 
 def test_default_is_full_width_and_string_input_is_one_text(client, student):
@@ -318,6 +319,10 @@ def test_health_models_and_metrics(client):
     assert h["status"] == "ok" and h["dims"] == [16, 32, 64] and h["index"]["count"] == len(TEXTS)
     models = client.get("/v1/models").json()
     assert [m["id"] for m in models["data"]] == ["tiny"] and models["data"][0]["dimensions"] == [16, 32, 64]
+    assert models["data"][0]["max_input_tokens"] is None  # a static student takes texts of any length
+    long_text = " ".join(TEXTS * 30)
+    r = client.post("/v1/embeddings", json={"input": [long_text], "truncate": False, "long": "chunk"})
+    assert r.status_code == 200 and r.json()["usage"]["truncated_texts"] == 0  # no limit: no effect
     client.post("/v1/embeddings", json={"input": TEXTS})
     client.post("/v1/embeddings", json={"input": 5})
     text = client.get("/metrics").text
@@ -584,6 +589,7 @@ def test_transformer_student_cuts_long_token_id_inputs_to_its_max_length(tmp_pat
         a, b = (np.array(d["embedding"]) for d in r.json()["data"])
         np.testing.assert_allclose(a, b, atol=1e-6)
         assert r.json()["usage"]["prompt_tokens"] == 16  # the tokens actually embedded
+        assert r.json()["usage"]["truncated_texts"] == 1 and r.json()["usage"]["truncated_tokens"] == 11
         texts = TEXTS + ["a cat", "the city council sells the map again and again and again with great care"]
         r = c.post("/v1/embeddings", json={"input": texts, "dimensions": 32})
         want = distill.load(folder).encode(texts, dim=32)

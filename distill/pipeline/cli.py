@@ -245,10 +245,16 @@ def embed(
                                                "available; static students run on the CPU).")] = None,
 ) -> None:
     """Embed a corpus with a student into .npy or .parquet, row i for record i.
+    truncate: Annotated[bool, typer.Option(help="Cut records past a contextual student's max length (their number "
+                                           "is logged); --no-truncate: such a record is an error.")] = True,
+    long: Annotated[str, typer.Option(help="truncate: cut long records; chunk: embed them as overlapping windows "
+                                      "of the max length, averaged by tokens. Static students have no limit.")
+                    ] = "truncate",
 
     An empty record (a blank line, an empty text field) gets a zero vector, so the rows line up with
     the input; their number is reported. The corpus is read and written in chunks: memory stays at a
-    chunk, whatever its size.
+    chunk, whatever its size. A record longer than a contextual student's max length is cut (the cuts
+    are counted in the log), refused (--no-truncate) or embedded in windows (--long chunk).
     """
     import numpy as np
 
@@ -258,26 +264,41 @@ def embed(
     from distill.students import load_student
 
     if out.suffix not in (".npy", ".parquet"):
+    from distill.students.long import LongMode, LongTextError, encode
         raise DistillError(f"--out must end in .npy or .parquet, got {out.name}")
     student = load_student(model, device=resolve_device(device))
     dim = student.check_dim(dim)
+    if long not in {m.value for m in LongMode}:
+        raise DistillError(f"--long must be one of {', '.join(m.value for m in LongMode)}, got {long!r}")
     records = Corpus(corpus, text_column=text_column, keep_empty=True)
     n = sum(1 for _ in records)  # a bad corpus fails here, before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
     n_empty = 0
     chunk = max(batch_size, 16_384)
 
+    cut = {"texts": 0, "tokens": 0, "chunked": 0}
     def vectors():
         nonlocal n_empty
         from tqdm.auto import tqdm
 
         with tqdm(total=n, unit="text", desc="embed") as bar:
             for texts in records.chunks(chunk):
+        done = 0
                 block = np.zeros((len(texts), dim), dtype=np.float32)
                 full = [i for i, t in enumerate(texts) if t]
                 n_empty += len(texts) - len(full)
                 if full:
-                    block[full] = student.encode([texts[i] for i in full], dim=dim, batch_size=batch_size)
+                    try:
+                        block[full], plan = encode(student, [texts[i] for i in full], dim=dim, batch_size=batch_size,
+                                                   long=long, truncate=truncate)
+                    except LongTextError as e:
+                        raise DistillError(f"record {done + full[e.index] + 1} of {corpus} has {e.n_tokens} tokens, "
+                                           f"past the student's max length of {e.limit}; leave out --no-truncate "
+                                           "to cut it, or pass --long chunk") from None
+                    cut["texts"] += plan.truncated_texts
+                    cut["tokens"] += plan.truncated_tokens
+                    cut["chunked"] += plan.chunked_texts
+                done += len(texts)
                 bar.update(len(texts))
                 yield texts, block
 
@@ -299,5 +320,12 @@ def embed(
                     writer.write_table(pa.table({"text": texts, "embedding": embedding}, schema=schema))
     if n_empty:
         logger.warning("%d of %d records were empty and got zero vectors (rows still line up with the input)",
+    if cut["texts"]:
+        logger.warning("%d of %d records were longer than the student's max length of %d and were cut (%d tokens "
+                       "dropped); --long chunk embeds them whole, --no-truncate refuses them", cut["texts"], n,
+                       student.config.max_length, cut["tokens"])
+    if cut["chunked"]:
+        logger.info("%d of %d records were longer than the student's max length of %d and were embedded in windows",
+                    cut["chunked"], n, student.config.max_length)
                        n_empty, n)
     typer.echo(f"wrote {n} x {dim} vectors to {out}")

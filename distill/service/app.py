@@ -24,6 +24,7 @@ from distill.service.schemas import EmbeddingRequest, SearchRequest
 from distill.service.searcher import Searcher
 from distill.service.settings import ServiceSettings
 from distill.students import Student, load_student
+from distill.students.long import LongTextError, Plan
 
 logger = logging.getLogger("distill.service")
 
@@ -101,12 +102,12 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
         s: ServiceState = request.app.state.service
         _check_model(s, body.model)
         dim = _check_dimensions(s.student.dims, body.dimensions)
-        seqs = await _sequences(s, body.input)
-        raw = await s.batcher.embed(seqs)  # (N, width)
-        n_tokens = sum(len(q) for q in seqs)
-        if len(seqs) * dim <= _INLINE_FLOATS:
-            return _embedding_response(raw, dim, body.encoding_format, s.name, n_tokens)
-        return await run_in_threadpool(_embedding_response, raw, dim, body.encoding_format, s.name, n_tokens)
+        plan = await _plan(s, body.input, body.long, body.truncate)
+        metrics.observe_long(plan.truncated_texts, plan.truncated_tokens, plan.chunked_texts)
+        raw = plan.combine(await s.batcher.embed(plan.seqs))  # (R, width) rows -> (N, width) texts
+        if plan.n_texts * dim <= _INLINE_FLOATS:
+            return _embedding_response(raw, dim, body.encoding_format, s.name, plan)
+        return await run_in_threadpool(_embedding_response, raw, dim, body.encoding_format, s.name, plan)
 
     @app.post("/v1/search")
     async def search(body: SearchRequest, request: Request) -> JSONResponse:
@@ -146,7 +147,9 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
     async def models(request: Request) -> dict:
         s: ServiceState = request.app.state.service
         return {"object": "list", "data": [{"id": s.name, "object": "model", "created": s.created,
-                                            "owned_by": "distill", "dimensions": s.student.dims}]}
+                                            "owned_by": "distill", "dimensions": s.student.dims,
+                                            # None: a static student takes texts of any length
+                                            "max_input_tokens": s.embedder.max_length}]}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -197,15 +200,35 @@ def _check_unicode(text: str, where: str, param: str) -> None:
                             "not valid Unicode text", param=param, code="invalid_text") from None
 
 
-async def _sequences(s: ServiceState, input_: str | list) -> list[list[int]]:
-    """Token ids of each input: texts are tokenized (pre), token-id lists checked against the vocabulary."""
+async def _plan(s: ServiceState, input_: str | list, long: str, truncate: bool) -> Plan:
+    """The forward rows of each input (see :mod:`distill.students.long`); a text past the limit with
+    ``truncate`` off is a 400 naming it."""
+    texts = isinstance(input_, str) or (bool(input_) and isinstance(input_[0], str))
+    seqs = await _sequences(s, input_, raw=True)
+    try:
+        if not texts:
+            return s.embedder.plan_ids(seqs, long, truncate)
+        if sum(map(len, seqs)) <= _INLINE_CHARS:
+            return s.embedder.plan_texts(seqs, long, truncate)
+        return await run_in_threadpool(s.embedder.plan_texts, seqs, long, truncate)
+    except LongTextError as e:
+        raise APIError(400, f"input[{e.index}] has {e.n_tokens} tokens, past this model's limit of {e.limit}; "
+                            'send "truncate": true to cut it, or "long": "chunk" to embed it in windows',
+                       param="input", code="input_too_long") from None
+
+
+async def _sequences(s: ServiceState, input_: str | list, raw: bool = False) -> list:
+    """Token ids of each input: texts are tokenized (pre), token-id lists checked against the vocabulary.
+
+    :param raw: checked inputs as they came (texts, or token-id lists before the cut), for :func:`_plan`.
+    """
     if isinstance(input_, str):
         input_ = [input_]
     if input_ and isinstance(input_[0], int):
         input_ = [input_]  # one token-id list
     if not input_ or isinstance(input_[0], str):
         _check_texts(s.settings, input_)
-        return await _tokenize(s, input_)
+        return list(input_) if raw else await _tokenize(s, input_)
     if len(input_) > s.settings.max_inputs:
         raise APIError(413, f"too many inputs: {len(input_)} (at most {s.settings.max_inputs} per request)",
                        param="input", code="too_many_inputs")
@@ -219,7 +242,7 @@ async def _sequences(s: ServiceState, input_: str | list) -> list[list[int]]:
         if min(ids) < 0 or max(ids) >= vocab:
             raise APIError(422, f"input[{i}] holds token ids outside 0..{vocab - 1}", param="input",
                            code="invalid_token_id")
-    return s.embedder.pre_ids(input_)
+    return input_ if raw else s.embedder.pre_ids(input_)
 
 
 async def _tokenize(s: ServiceState, texts: list[str]) -> list[list[int]]:
@@ -228,7 +251,7 @@ async def _tokenize(s: ServiceState, texts: list[str]) -> list[list[int]]:
     return await run_in_threadpool(s.embedder.pre, texts)
 
 
-def _embedding_response(raw: np.ndarray, dim: int, encoding_format: str, name: str, n_tokens: int) -> Response:
+def _embedding_response(raw: np.ndarray, dim: int, encoding_format: str, name: str, plan: Plan) -> Response:
     x = Embedder.post(raw, dim)  # (N, dim)
     if encoding_format == "base64":  # what the openai client asks for by default: little-endian float32
         vectors: list = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in x]
@@ -236,5 +259,7 @@ def _embedding_response(raw: np.ndarray, dim: int, encoding_format: str, name: s
         vectors = x.tolist()
     data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
     return JSONResponse({"object": "list", "data": data, "model": name,
-                         "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+                         "usage": {"prompt_tokens": plan.n_tokens, "total_tokens": plan.n_tokens,
+                                   "truncated_texts": plan.truncated_texts,
+                                   "truncated_tokens": plan.truncated_tokens}})
 

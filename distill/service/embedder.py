@@ -21,6 +21,7 @@ import numpy as np
 
 from distill.students import Student
 from distill.students.base import ContextualStudent, normalize
+from distill.students.long import Plan, plan_ids, plan_texts
 
 logger = logging.getLogger("distill.service")
 
@@ -48,6 +49,17 @@ class Embedder:
         if self.max_length is None:
             return seqs
         return [s[: self.max_length] for s in seqs]
+
+    def plan_texts(self, texts: list[str], long: str = "truncate", truncate: bool = True) -> Plan:
+        """``pre`` that says what it cuts: the forward rows of the texts (windows in ``chunk`` mode) and the counts.
+
+        :raises LongTextError: a text past the student's limit with ``truncate`` off.
+        """
+        return plan_texts(self.student, texts, long, truncate)
+
+    def plan_ids(self, seqs: list[list[int]], long: str = "truncate", truncate: bool = True) -> Plan:
+        """``pre_ids`` that says what it cuts (see :meth:`plan_texts`)."""
+        return plan_ids(self.student, seqs, long, truncate)
 
     def core(self, seqs: list[list[int]]) -> np.ndarray:
         """Raw full-width vectors (N, dim) of a merged batch, in chunks the model runs well."""

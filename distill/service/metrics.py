@@ -29,6 +29,12 @@ class Metrics:
         self.texts = Counter("distill_texts", "Inputs embedded (texts, token-id lists, queries)",
                              registry=self.registry)
         self.tokens = Counter("distill_tokens", "Tokens embedded", registry=self.registry)
+        self.truncated_texts = Counter("distill_truncated_texts", "Texts cut to the student's max input tokens",
+                                       registry=self.registry)
+        self.truncated_tokens = Counter("distill_truncated_tokens", "Tokens dropped by those cuts",
+                                        registry=self.registry)
+        self.chunked_texts = Counter("distill_chunked_texts", "Texts past the limit embedded in windows "
+                                     "(long=chunk)", registry=self.registry)
         self.texts_per_second = Gauge("distill_texts_per_second", f"Inputs embedded per second over the last "
                                       f"{_WINDOW_S:.0f} s", registry=self.registry)
         self.texts_per_second.set_function(self._rate)
@@ -48,6 +54,11 @@ class Metrics:
         self.texts.inc(n)
         with self._lock:
             self._recent.append((time.monotonic(), n))
+
+    def observe_long(self, truncated_texts: int, truncated_tokens: int, chunked_texts: int) -> None:
+        self.truncated_texts.inc(truncated_texts)
+        self.truncated_tokens.inc(truncated_tokens)
+        self.chunked_texts.inc(chunked_texts)
 
     def _rate(self) -> float:
         now = time.monotonic()

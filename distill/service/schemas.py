@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
 
 
 class EmbeddingRequest(BaseModel):
-    """The OpenAI embeddings request. ``model`` may be left out; ``user`` is accepted and ignored."""
+    """The OpenAI embeddings request. ``model`` may be left out; ``user`` is accepted and ignored.
+
+    Two extensions for texts past a contextual student's limit: ``truncate`` (default true: cut them and
+    count the cuts in ``usage``; false: a 400) and ``long`` (``"chunk"``: embed them in overlapping windows).
+    """
 
     model_config = ConfigDict(extra="ignore")
 
@@ -17,6 +21,8 @@ class EmbeddingRequest(BaseModel):
     dimensions: StrictInt | None = None
     encoding_format: Literal["float", "base64"] = "float"
     user: StrictStr | None = None
+    truncate: StrictBool = True
+    long: Literal["truncate", "chunk"] = "truncate"
 
 
 class SearchRequest(BaseModel):
