@@ -243,13 +243,13 @@ def embed(
     batch_size: Annotated[int, typer.Option(help="Texts per batch.", min=1)] = 1024,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... for contextual students (default: best "
                                                "available; static students run on the CPU).")] = None,
-) -> None:
-    """Embed a corpus with a student into .npy or .parquet, row i for record i.
     truncate: Annotated[bool, typer.Option(help="Cut records past a contextual student's max length (their number "
                                            "is logged); --no-truncate: such a record is an error.")] = True,
     long: Annotated[str, typer.Option(help="truncate: cut long records; chunk: embed them as overlapping windows "
                                       "of the max length, averaged by tokens. Static students have no limit.")
                     ] = "truncate",
+) -> None:
+    """Embed a corpus with a student into .npy or .parquet, row i for record i.
 
     An empty record (a blank line, an empty text field) gets a zero vector, so the rows line up with
     the input; their number is reported. The corpus is read and written in chunks: memory stays at a
@@ -262,28 +262,28 @@ def embed(
     from distill.io import atomic_path
     from distill.pipeline.corpus import Corpus
     from distill.students import load_student
+    from distill.students.long import LongMode, LongTextError, encode
 
     if out.suffix not in (".npy", ".parquet"):
-    from distill.students.long import LongMode, LongTextError, encode
         raise DistillError(f"--out must end in .npy or .parquet, got {out.name}")
-    student = load_student(model, device=resolve_device(device))
-    dim = student.check_dim(dim)
     if long not in {m.value for m in LongMode}:
         raise DistillError(f"--long must be one of {', '.join(m.value for m in LongMode)}, got {long!r}")
+    student = load_student(model, device=resolve_device(device))
+    dim = student.check_dim(dim)
     records = Corpus(corpus, text_column=text_column, keep_empty=True)
     n = sum(1 for _ in records)  # a bad corpus fails here, before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
     n_empty = 0
+    cut = {"texts": 0, "tokens": 0, "chunked": 0}
     chunk = max(batch_size, 16_384)
 
-    cut = {"texts": 0, "tokens": 0, "chunked": 0}
     def vectors():
         nonlocal n_empty
         from tqdm.auto import tqdm
 
+        done = 0
         with tqdm(total=n, unit="text", desc="embed") as bar:
             for texts in records.chunks(chunk):
-        done = 0
                 block = np.zeros((len(texts), dim), dtype=np.float32)
                 full = [i for i, t in enumerate(texts) if t]
                 n_empty += len(texts) - len(full)
@@ -318,8 +318,6 @@ def embed(
                 for texts, block in vectors():
                     embedding = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim)
                     writer.write_table(pa.table({"text": texts, "embedding": embedding}, schema=schema))
-    if n_empty:
-        logger.warning("%d of %d records were empty and got zero vectors (rows still line up with the input)",
     if cut["texts"]:
         logger.warning("%d of %d records were longer than the student's max length of %d and were cut (%d tokens "
                        "dropped); --long chunk embeds them whole, --no-truncate refuses them", cut["texts"], n,
@@ -327,5 +325,7 @@ def embed(
     if cut["chunked"]:
         logger.info("%d of %d records were longer than the student's max length of %d and were embedded in windows",
                     cut["chunked"], n, student.config.max_length)
+    if n_empty:
+        logger.warning("%d of %d records were empty and got zero vectors (rows still line up with the input)",
                        n_empty, n)
     typer.echo(f"wrote {n} x {dim} vectors to {out}")
