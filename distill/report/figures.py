@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import io
+import matplotlib.pyplot as plt
+import numpy as np
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from distill.index.search import normalize_prefix  # noqa: E402
-from distill.report.data import RunData, TokenSet, term_series  # noqa: E402
+from distill.index.search import normalize_prefix
+from distill.report.data import RunData, TokenSet, term_series
+from distill.report.render import to_png
 
 STUDENT, TEACHER = "#d62728", "#1f77b4"
-
-
-def to_png(fig, dpi: int = 100, tight: bool = True) -> bytes:
-    """PNG bytes of ``fig`` (closed after). ``tight=False`` skips a second layout pass: laid-out figures
-    with hundreds of tick labels render twice as fast."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _dim_axis(ax, dims: list[int]) -> None:

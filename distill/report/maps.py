@@ -1,5 +1,5 @@
 """The report's token map: 2-D projections of token vectors (PCA and t-SNE), teacher beside student,
-coloured by group. Numpy in, PNG bytes out (figures through :func:`distill.report.figures.to_png`)."""
+coloured by group. Numpy in, PNG bytes out (through :func:`distill.report.render.to_png`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from matplotlib.colors import to_hex
 
 from distill.index.search import normalize_prefix
 from distill.report.data import TokenSet
-from distill.report.figures import to_png
+from distill.report.render import to_png
 
 MAX_COLORS = 12  # groups past the 12 largest are drawn grey
 OTHER = "#b4b4b4"

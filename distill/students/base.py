@@ -189,7 +189,7 @@ def read_config(folder: Path) -> StudentConfig:
 
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    from distill.students.export import dequantize  # tables saved as int8/float16 by `distill export --dtype`
+    from distill.students.tables import dequantize  # tables saved as int8/float16 by `distill export --dtype`
 
     return dequantize(load_file(str(folder / WEIGHTS_NAME)))
 

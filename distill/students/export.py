@@ -22,9 +22,9 @@ from distill.errors import DistillError
 from distill.students.base import WEIGHTS_NAME, Student
 from distill.students.layers import LayersStudent
 from distill.students.static import StaticStudent
+from distill.students.tables import SCALE_SUFFIX, dequantize, quantize_rows  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
-SCALE_SUFFIX = ".int8_scale"  # beside an int8 table ``name``: its (V,) per-row scales, ``name + SCALE_SUFFIX``
 ONNX_NAME = "model.onnx"
 ONNX_CONFIG_NAME = "distill_onnx.json"
 
@@ -82,30 +82,7 @@ def export_student(student: Student, folder: str | Path, fmt: str = "native", dt
     return folder
 
 
-# ---- int8 / float16 tables ------------------------------------------------------------------------------
-def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row int8: ``x[i] ~ q[i] * scale[i]`` with ``scale[i] = max|x[i]| / 127``.
-
-    A row keeps its own range, so a rare token's small row loses no more than a frequent token's
-    large one (one scale for the whole table, as Model2Vec's int8 does, rounds small rows to zero).
-    """
-    scale = np.abs(x).max(axis=1) / 127.0  # (V,)
-    q = np.rint(x / np.where(scale > 0, scale, 1.0)[:, None]).clip(-127, 127).astype(np.int8)  # (V, D)
-    return q, scale.astype(np.float32)
-
-
-def dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict as saved with ``--dtype int8|float16`` -> float32 tensors (a float32 one is returned as is)."""
-    out = {}
-    for name, t in state.items():
-        if name.endswith(SCALE_SUFFIX):
-            continue
-        if (name + SCALE_SUFFIX) in state:
-            t = t.float() * state[name + SCALE_SUFFIX].float()[:, None]
-        out[name] = t.float() if t.is_floating_point() else t
-    return out
-
-
+# ---- int8 / float16 tables (the formats are in distill.students.tables) --------------------------------
 def _is_table(student: Student, name: str, t: torch.Tensor) -> bool:
     """The per-token tables: the (V, D) static rows, and a transformer's (V, width) token embedding."""
     return t.dim() == 2 and t.shape[0] == student.config.vocab_size and name in ("embedding", "token_embedding.weight")
