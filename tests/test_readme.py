@@ -206,6 +206,7 @@ SAMPLES: dict[str, tuple[list[str], object]] = {
     "token_targets": (["--no-token-targets"], False),
     "device": (["--device", "cpu"], "cpu"),
     "tokenizer": (["--tokenizer", "char"], "char"),
+    "token_weights": (["--token-weights", "bm25"], "bm25"),
     "hierarchy.emergent": (["--emergent"], True),
     "hierarchy.weight": (["--hierarchy-weight", "0.25"], 0.25),
     "hierarchy.branching": (["--branching", "2,3"], (2, 3)),

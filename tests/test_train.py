@@ -110,6 +110,12 @@ def test_resume_with_other_options_is_refused(tmp_path, tiny_bert_dir, tiny_corp
     run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=1))
     with pytest.raises(DistillError, match="options differ"):
         run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=2), resume=True)
+    # a folder written before an option existed resumes: the missing key takes its default
+    saved = tmp_path / "run" / "config.json"
+    old = json.loads(saved.read_text())
+    del old["token_weights"]
+    saved.write_text(json.dumps(old))
+    run(_cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=1), resume=True)
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
@@ -234,3 +240,54 @@ def test_default_holdout_is_a_tenth_of_a_small_corpus(tmp_path, tiny_bert_dir, t
     cfg = _cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=1)
     summary = run(RunConfig(**{**cfg.__dict__, "holdout": None}))
     assert summary["holdout_texts"] == 20 and summary["train_texts"] == 180
+
+
+@pytest.mark.parametrize("weights", ["sif", "bm25", "none"])
+def test_token_weights_set_the_initial_pooling_weights_and_the_run_trains(tmp_path, tiny_bert_dir, tiny_corpus,
+                                                                          weights):
+    import math
+    from collections import Counter
+
+    from safetensors.numpy import load_file
+
+    from distill.pipeline.data import TokenArrays
+    from distill.pipeline.stages import INIT_NAME, data_dir, load_vocab
+
+    cfg = RunConfig(**{**_cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=1).__dict__, "token_weights": weights})
+    run(cfg, until="train")
+    out = tmp_path / "run"
+    assert json.loads((out / "train.json").read_text())["steps"] == 12  # 180 texts / 16 per step
+    init = load_file(str(out / INIT_NAME / "model.safetensors"))["log_weight"]
+    trained = load_file(str(out / "student" / "model.safetensors"))["log_weight"]
+    assert not np.allclose(init, trained)  # training moved the weights
+    # hand count over the training texts: a frequent token, a rare one
+    tokens = TokenArrays(data_dir(out))
+    train_idx = np.load(data_dir(out) / "split.npz")["train"]
+    seqs = [list(tokens.seq(i)) for i in train_idx]
+    counts = Counter(t for s in seqs for t in s)
+    df = Counter(t for s in seqs for t in set(s))
+    vocab_ids = set(load_vocab(out).ids.tolist())
+    seen = sorted((t for t in counts if t in vocab_ids), key=lambda t: -counts[t])
+    total, V, N = sum(counts.values()), len(init), len(seqs)
+    for t in (seen[0], seen[-1]):
+        if weights == "sif":
+            expected = math.log(1e-3 / (1e-3 + (counts[t] + 1) / (total + V)))
+        elif weights == "bm25":
+            expected = math.log(math.log(1 + (N - df[t] + 0.5) / (df[t] + 0.5)))
+        else:
+            expected = 0.0
+        assert init[t] == pytest.approx(expected, abs=1e-5)
+    if weights == "bm25":  # a rarer token weighs more; a token in more texts than another weighs less
+        assert init[seen[-1]] > init[seen[0]]
+        assert df[seen[0]] > df[seen[-1]]
+    unused = next(t for t in range(V) if t not in vocab_ids)
+    assert init[unused] == -20.0  # no teacher target: next to no weight, whatever the choice
+
+
+def test_an_unknown_token_weighting_is_refused(tmp_path, tiny_bert_dir, tiny_corpus):
+    from distill.pipeline.init import TokenWeighting
+
+    with pytest.raises(DistillError, match="unknown token weighting 'tfidf'.*sif \\| bm25 \\| none"):
+        RunConfig(**{**_cfg(tmp_path, tiny_bert_dir, tiny_corpus).__dict__, "token_weights": "tfidf"})
+    with pytest.raises(DistillError, match="unknown token weighting 'SIF'"):
+        TokenWeighting.parse("SIF")

@@ -75,6 +75,8 @@ def run_command(
                                                        "students: also learn the teacher's contextual token "
                                                        "states (default on; off: text vectors only, a smaller "
                                                        "target cache).")] = None,
+    token_weights: Annotated[str | None, typer.Option(help="Static rows' initial pooling weights: sif (the "
+                                                      "default) | bm25 (BM25 IDF) | none (a plain mean).")] = None,
     pca_center: Annotated[bool | None, typer.Option("--pca-center/--no-pca-center", help="Subtract the teacher "
                                                     "vectors' mean before the PCA rotation (default off: the "
                                                     "rotation then keeps every cosine).")] = None,
@@ -121,7 +123,7 @@ def run_command(
              "targets_dir": str(targets_dir) if targets_dir else None, "device": device, "pooling": pooling,
              "layer": layer, "max_length": max_length, "prompt": prompt, "teacher_batch_size": teacher_batch_size,
              "teacher_dtype": teacher_dtype, "width": width, "n_layers": n_layers, "n_heads": n_heads,
-             "token_targets": token_targets, "pca_center": pca_center, "whiten": whiten}
+             "token_targets": token_targets, "token_weights": token_weights, "pca_center": pca_center, "whiten": whiten}
     options.update({k: v for k, v in flags.items() if v is not None})
     if options.get("corpus") in ("none", ""):  # no texts: the student is the rotated vocabulary
         options["corpus"] = None

@@ -13,6 +13,7 @@ from distill.hierarchy.config import HierarchyConfig, TokenizerMode
 from distill.io import save_json
 from distill.pipeline import stages
 from distill.pipeline.corpus import DEFAULT_CORPUS, Corpus
+from distill.pipeline.init import TokenWeighting
 from distill.pipeline.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class RunConfig:
     n_heads: int = 4
     depth: int | None = None  # layers students: keep this many teacher layers, evenly spaced (default: all)
     layers: tuple[int, ...] | None = None  # layers students: the teacher layers to keep, by index
+    token_weights: str = "sif"  # the static rows' initial pooling weights: sif | bm25 | none
     token_targets: bool = True  # transformer students: also learn the teacher's contextual token states
     device: str | None = None
     tokenizer: str = "teacher"  # teacher | char (single characters of the corpus, for demonstrations)
@@ -54,6 +56,7 @@ class RunConfig:
         if weights is not None and len(weights) != len(self.dims):
             raise DistillError(f"{len(weights)} dim weights for {len(self.dims)} prefix sizes "
                                f"({','.join(map(str, self.dims))}): give one weight per size")
+        TokenWeighting.parse(self.token_weights)
         if self.student == "transformer" and self.width % self.n_heads:
             raise DistillError(f"{self.n_heads} attention heads do not divide the width {self.width} "
                                "(--n-heads, --width)")
@@ -95,7 +98,8 @@ def _prepare_folder(cfg: RunConfig, resume: bool) -> Path:
     if previous is not None and started:
         if not resume:
             raise DistillError(f"run folder {out} already holds a run; pass --resume to continue it, or another --out")
-        if previous != options:
+        # read back through RunConfig: an option added since the folder was written takes its default
+        if json.loads(json.dumps(asdict(RunConfig.from_dict(previous)))) != options:
             raise DistillError(f"--resume: the options differ from those saved in {saved}; rerun with the same ones")
     elif previous is not None and previous != options:  # prepared data of other options would be stale
         import shutil

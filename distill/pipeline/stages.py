@@ -306,7 +306,7 @@ def train(cfg, resume: bool = False) -> dict:
         student.init_from(load_file(str(data / LAYERS_INIT)), pca.components, pca.mean, pca.factors())
     else:
         init_static(student, vocab.ids, vocab.pooled, pca, tokens=tokens if view is not None else None,
-                    rows=train_idx, targets=view, counts=counts)
+                    rows=train_idx, targets=view, counts=counts, weighting=cfg.token_weights)
     if cfg.student == "transformer":
         if view is None:
             raise DistillError("a transformer student needs texts to learn from: pass --corpus")
