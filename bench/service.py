@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from serving import free_port, start_server, stop_server
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
 
@@ -67,37 +67,10 @@ def build_students(folder: Path, kinds: list[str]) -> dict[str, Path]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: Path, port: int, batching: bool, max_wait_ms: float) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), TOKENIZERS_PARALLELISM="false")
-    cmd = [sys.executable, "-m", "distill.cli", "serve", "--model", str(model), "--port", str(port),
-           "--no-access-log", "--batching" if batching else "--no-batching", "--max-wait-ms", str(max_wait_ms)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start within 120 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def serve_student(model: Path, port: int, batching: bool, max_wait_ms: float) -> subprocess.Popen:
+    return start_server(["--model", str(model), "--batching" if batching else "--no-batching", "--max-wait-ms",
+                         str(max_wait_ms)], port, {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+                        model.with_name(f"{model.name}-server-{'on' if batching else 'off'}.log"))
 
 
 class Connection:
@@ -169,7 +142,7 @@ def bench_student(kind: str, folder: Path, texts: list[str], n: int, args) -> li
     try:
         for batching in (False, True):
             port = free_port()
-            servers[batching] = (start_server(folder, port, batching, args.max_wait_ms), f"http://127.0.0.1:{port}")
+            servers[batching] = (serve_student(folder, port, batching, args.max_wait_ms), f"http://127.0.0.1:{port}")
         parts: dict[bool, list[dict]] = {False: [], True: []}
         for url in (u for _, u in servers.values()):  # warm up
             asyncio.run(load(url, texts, 50, 10, args.texts_per_request, args.dim))

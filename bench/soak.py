@@ -36,7 +36,6 @@ import base64
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from serving import free_port, start_server, stop_server
 
 WORDS = ("the cat a dog my neighbour old man young girl teacher our team river small bird engineer her brother "
          "city council sees likes paints follows builds remembers describes crosses finds answers visits sells red "
@@ -95,12 +95,6 @@ def sentences(n: int, seed: int = 0) -> list[str]:
 # ---- the server ----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def server_settings(args) -> dict[str, str]:
     """DISTILL_* settings of the server: its defaults, but for what the flags set."""
     out = {"DISTILL_REQUEST_TIMEOUT_S": str(args.request_timeout_s), "DISTILL_MAX_BODY_BYTES": str(args.max_body_bytes)}
@@ -112,24 +106,9 @@ def server_settings(args) -> dict[str, str]:
     return out
 
 
-def start_server(model: Path, index: Path, port: int, log: Path, args) -> subprocess.Popen:
-    import httpx
-
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **server_settings(args))
-    cmd = [sys.executable, "-m", "distill.cli", "serve", "--model", str(model), "--index", str(index),
-           "--port", str(port), "--no-access-log"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start within 120 s")
+def serve_student(model: Path, index: Path, port: int, log: Path, args) -> subprocess.Popen:
+    return start_server(["--model", str(model), "--index", str(index)], port,
+                        {"OMP_NUM_THREADS": "1", **server_settings(args)}, log)
 
 
 class RSSSampler(threading.Thread):
@@ -505,7 +484,7 @@ def main() -> None:
         index_texts = sentences(500, seed=1)
         build_index(student, index_texts, Path(tmp) / "index", spec=model)
         port, log = free_port(), Path(tmp) / "server.log"
-        proc = start_server(model, Path(tmp) / "index", port, log, args)
+        proc = serve_student(model, Path(tmp) / "index", port, log, args)
         sampler = RSSSampler(proc.pid)
         sampler.start()
         cpu: dict[str, tuple[float, float]] = {}  # phase: (server, client) CPU seconds per wall second
@@ -541,11 +520,7 @@ def main() -> None:
             after = asyncio.run(closed_loop(port, [embed_req(rng, texts, vocab) for _ in range(50)], 5, timeout))[0]
         finally:
             sampler.done.set()
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
         server_log = log.read_text(errors="replace")
 
     rows = [summarize("normal", normal, sampler.of("normal"), str(args.clients), wall=wall),
