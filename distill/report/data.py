@@ -258,6 +258,18 @@ def _encode_speed(student, config: dict) -> float | None:
     return len(texts) / max(time.perf_counter() - t0, 1e-9)
 
 
+def _speed_fact(summary: dict, student, config: dict) -> str:
+    """The student's speed: as the eval stage measured it beside the teacher's (runs since summaries carry
+    ``speed``), else timed here on the corpus."""
+    speed = summary.get("speed")
+    if speed:
+        return (f"{speed['sentences_per_s']:,.0f} texts/s on {speed['student_device']} against the teacher's "
+                f"{speed['teacher_sentences_per_s']:,.0f} on {speed['device']} ({speed['speedup']:,.0f}x; "
+                f"{speed['texts']} held-out texts)")
+    s = _encode_speed(student, config)
+    return f"{s:,.0f} texts/s (CPU, corpus texts)" if s else "n/a"
+
+
 def load_run(run_dir: str | Path, groups: dict[str, list[str]] | None = None) -> RunData:
     """Read a run folder and compute what its report needs.
 
@@ -304,8 +316,7 @@ def load_run(run_dir: str | Path, groups: dict[str, list[str]] | None = None) ->
         "student parameters": f"{n_params:,}",
         "student weights": f"{weights.stat().st_size / 2**20:.1f} MiB" if weights.is_file() else "?",
         "training speed": f"{np.median(speeds):,.0f} texts/s (median)" if speeds else "n/a",
-        "student encode speed": (f"{s:,.0f} texts/s (CPU, corpus texts)" if (s := _encode_speed(student, config))
-                                 else "n/a"),
+        "student encode speed": _speed_fact(summary, student, config),
         "run time": f"{summary.get('seconds', 0):,.0f} s",
     }
     return data
