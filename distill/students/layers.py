@@ -132,12 +132,13 @@ class LayersStudent(ContextualStudent):
             self.head.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))
             self.head.bias.copy_(torch.from_numpy(-(mean @ w)).float())
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) ids and mask -> (pooled (B, D), token states (B, T, D))."""
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T) ids and mask -> (pooled (B, D), token states (B, T, D)); the token states only in training
+        mode (the token loss reads them; inference would pay a (B, T, D) projection to throw away)."""
         from distill.teachers.pooling import Pooling, pool
 
         hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, D_t)
         pooled = pool(hidden, mask, Pooling(self.config.pooling))  # (B, D_t)
         if self.config.normalize:  # the teacher normalizes its pooled vector (sentence-transformers Normalize)
             pooled = F.normalize(pooled, dim=-1)
-        return self.head(pooled), self.head(hidden)
+        return self.head(pooled), self.head(hidden) if self.training else None
