@@ -41,7 +41,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-
 from quality import Precomputed, model2vec_student, run_corpus, timed_encode, train_student  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,6 +202,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--long", type=int, default=300, help="long held-out paragraphs")
     p.add_argument("--no-all-but-brown", action="store_true", help="skip the static row trained on every "
                    "non-Brown text")
+    p.add_argument("--all-but-brown-limit", type=int, default=None,
+                   help="train that row on the first N of them only (a random sample: they are shuffled)")
     p.add_argument("--no-token-targets", action="store_true", help="contextual students learn text targets only")
     p.add_argument("--skip-model2vec", action="store_true")
     p.add_argument("--dims", default="32,64,128,256")
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = split_texts(Path(args.corpus_dir), teacher, args.train, args.holdout, args.long, args.seed)
     pairs = read_pairs(args.sts)
     sts_texts = sorted(set(pairs.first) | set(pairs.second))
+    sets["all_but_brown"] = sets["all_but_brown"][:args.all_but_brown_limit]
     logger.info("%d training texts; held out: %d reviews, %d Brown, %d long paragraphs; %d non-Brown texts",
                 len(sets["train"]), len(sets["holdout"]), len(sets["brown"]), len(sets["long"]),
                 len(sets["all_but_brown"]))

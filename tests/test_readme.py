@@ -222,10 +222,14 @@ SAMPLES: dict[str, tuple[list[str], object]] = {
     "train.weight_decay": (["--weight-decay", "0.01"], 0.01),
     "train.clip": (["--clip", "0.5"], 0.5),
     "train.log_every": (["--log-every", "4"], 4),
+    "train.grow_at": (["--grow-at", "0.5,300"], (0.5, 300.0)),  # SAMPLES builds a transformer student: it can grow
 }
 # options that go in a command line of their own, with the arguments they need there
 APART = [({"hierarchy.groups": (["--groups", "groups.yaml"], "groups.yaml")}, []),  # excludes --emergent
-         ({"depth": (["--depth", "3"], 3), "layers": (["--layers", "0,2"], (0, 2))}, ["--student", "layers"])]
+         ({"depth": (["--depth", "3"], 3), "layers": (["--layers", "0,2"], (0, 2))}, ["--student", "layers"]),
+         ({"merge": (["--merge", "2"], 2), "merge_after": (["--merge-after", "2"], 2)}, ["--student", "conv"]),
+         # static students only (SAMPLES has --student transformer)
+         ({"vocab_from_corpus": (["--vocab-from-corpus", "500"], 500)}, [])]
 # a value for each YAML-only field, unlike its default
 YAML_SAMPLES = {"train.mse": 0.5, "train.cosine": 0.5, "train.relational": 0.5, "train.token": 0.5,
                 "hierarchy.temperature": 0.2, "hierarchy.min_size": 4, "hierarchy.threshold": 0.9,

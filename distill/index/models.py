@@ -61,8 +61,8 @@ def raw_vectors(model: EmbeddingModel, texts: list[str], batch_size: int = 64, p
         x = model.encode(texts, batch_size=batch_size, progress=progress, normalize=False)
     elif hasattr(model, "embed_texts"):  # a teacher: raw pooled output
         x = model.embed_texts(texts, batch_size=batch_size, progress=progress)
-    elif hasattr(model, "embed_ids") and hasattr(model, "tokenize"):  # a student
-        seqs = model.tokenize(texts)
+    elif hasattr(model, "embed_ids") and hasattr(model, "tokenize"):  # a student: its default prompt, as encode
+        seqs = model.tokenize(model.with_prompt(texts) if hasattr(model, "with_prompt") else texts)
         x = np.concatenate([np.asarray(model.embed_ids(seqs[i:i + batch_size]))
                             for i in range(0, len(seqs), batch_size)])
     else:

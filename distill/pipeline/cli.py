@@ -25,11 +25,17 @@ def run_command(
                                                "distill); none: distil the vocabulary alone.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<teacher>-<student>-<time>).")] = None,
     student: Annotated[str | None, typer.Option(help="static | transformer | layers (the teacher's own "
-                                                "architecture with fewer layers: --depth or --layers).")] = None,
-    depth: Annotated[int | None, typer.Option(help="--student layers: keep this many teacher layers, evenly "
+                                                "architecture with fewer layers: --depth or --layers) | conv "
+                                                "(layers whose later ones run on tokens merged --merge at a "
+                                                "time; BERT-like teachers).")] = None,
+    depth: Annotated[int | None, typer.Option(help="--student layers or conv: keep this many teacher layers, evenly "
                                               "spaced, the last included (default: all).", min=1)] = None,
-    layers: Annotated[str | None, typer.Option(help="--student layers: the teacher layers to keep, e.g. "
+    layers: Annotated[str | None, typer.Option(help="--student layers or conv: the teacher layers to keep, e.g. "
                                                "0,2,4.")] = None,
+    merge: Annotated[int | None, typer.Option(help="--student conv: token states merged into one position by a "
+                                              "strided convolution (default 4).", min=1)] = None,
+    merge_after: Annotated[int | None, typer.Option(help="--student conv: kept layers that run on every token "
+                                                    "before the merge (default 1).", min=0)] = None,
     dims: Annotated[str | None, typer.Option(help="Nested prefix sizes, e.g. 32,64,128,256.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", min=0)] = None,
     batch_size: Annotated[int | None, typer.Option(help="Texts per training step.", min=1)] = None,
@@ -77,6 +83,10 @@ def run_command(
                                                        "target cache).")] = None,
     token_weights: Annotated[str | None, typer.Option(help="Static rows' initial pooling weights: sif (the "
                                                       "default) | bm25 (BM25 IDF) | none (a plain mean).")] = None,
+    vocab_from_corpus: Annotated[int | None, typer.Option(help="--student static: add the N most frequent words "
+                                                          "of the training texts that the teacher's tokenizer cuts "
+                                                          "into pieces as tokens of their own, each starting from "
+                                                          "the teacher's vector of the word.")] = None,
     pca_center: Annotated[bool | None, typer.Option("--pca-center/--no-pca-center", help="Subtract the teacher "
                                                     "vectors' mean before the PCA rotation (default off: the "
                                                     "rotation then keeps every cosine).")] = None,
@@ -94,6 +104,10 @@ def run_command(
                                                min=0.0)] = None,
     log_every: Annotated[int | None, typer.Option(help="Write a metrics.jsonl line every N optimizer steps "
                                                   "(default 10).", min=1)] = None,
+    grow_at: Annotated[str | None, typer.Option(help="--student transformer or layers: double the depth (each "
+                                                "layer duplicated in place) at these points of training: 0.5 = "
+                                                "halfway, 300 = after step 300; a list doubles once per value, "
+                                                "e.g. 0.25,0.5.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with the same options; "
                                                 "flags given on the command line win.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run in --out from its last checkpoint.")] = False,
@@ -116,14 +130,16 @@ def run_command(
         if not isinstance(options, dict):
             raise DistillError(f"{config} must hold a mapping of options")
     train = dict(options.pop("train", {}) or {})
-    flags = {"teacher": teacher, "corpus": corpus, "student": student, "depth": depth,
+    flags = {"teacher": teacher, "corpus": corpus, "student": student, "depth": depth, "merge": merge,
+             "merge_after": merge_after,
              "layers": tuple(parse_dims(layers, "--layers", least=0)) if layers else None,
              "dims": tuple(parse_dims(dims)) if dims else None, "limit": limit, "holdout": holdout,
              "sts": str(sts) if sts else None, "text_column": text_column,
              "targets_dir": str(targets_dir) if targets_dir else None, "device": device, "pooling": pooling,
              "layer": layer, "max_length": max_length, "prompt": prompt, "teacher_batch_size": teacher_batch_size,
              "teacher_dtype": teacher_dtype, "width": width, "n_layers": n_layers, "n_heads": n_heads,
-             "token_targets": token_targets, "token_weights": token_weights, "pca_center": pca_center, "whiten": whiten}
+             "token_targets": token_targets, "token_weights": token_weights,
+             "vocab_from_corpus": vocab_from_corpus, "pca_center": pca_center, "whiten": whiten}
     options.update({k: v for k, v in flags.items() if v is not None})
     if options.get("corpus") in ("none", ""):  # no texts: the student is the rotated vocabulary
         options["corpus"] = None
@@ -140,10 +156,18 @@ def run_command(
         except ValueError:
             raise DistillError(f"--dim-weights takes comma-separated numbers such as 1,1,2, "
                                f"got {dim_weights!r}") from None
+    growth = None
+    if grow_at:
+        try:
+            growth = tuple(float(g) for g in grow_at.split(",") if g.strip())
+        except ValueError:
+            raise DistillError(f"--grow-at takes comma-separated shares of training or step numbers such as "
+                               f"0.5 or 300,600, got {grow_at!r}") from None
     train.update({k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                                     "checkpoint_every": checkpoint_every, "dim_weights": weights,
                                     "grad_accum": grad_accum, "warmup_ratio": warmup_ratio,
-                                    "weight_decay": weight_decay, "clip": clip, "log_every": log_every}.items()
+                                    "weight_decay": weight_decay, "clip": clip, "log_every": log_every,
+                                    "grow_at": growth}.items()
                   if v is not None})
     if out is None:
         if resume:
@@ -194,6 +218,10 @@ def print_summary(summary: dict, out: Path) -> None:
         sts = summary["sts"]
         console.print(f"STS Spearman x100 at {top} dims: student {sts['student'][top]['spearman']:.1f}, "
                       f"teacher {sts['teacher'][top]['spearman']:.1f}")
+    words = summary.get("corpus_words")
+    if words:
+        console.print(f"vocabulary: {words['added']:,} whole words of the corpus added as tokens of their own "
+                      f"(--vocab-from-corpus {words['requested']:,})")
     if "note" in summary:
         console.print(f"note: {summary['note']}")
     report = out / "report.html"

@@ -15,6 +15,7 @@ from distill.pipeline import stages
 from distill.pipeline.corpus import DEFAULT_CORPUS, Corpus
 from distill.pipeline.init import TokenWeighting
 from distill.pipeline.train import TrainConfig
+from distill.students.grow import GROWABLE
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,13 @@ class RunConfig:
     n_heads: int = 4
     depth: int | None = None  # layers students: keep this many teacher layers, evenly spaced (default: all)
     layers: tuple[int, ...] | None = None  # layers students: the teacher layers to keep, by index
+    merge: int = 4  # conv students: token states merged into one position after the first kept layers
+    merge_after: int = 1  # conv students: kept layers that run at full length, before the merge
     token_weights: str = "sif"  # the static rows' initial pooling weights: sif | bm25 | none
     token_targets: bool = True  # transformer students: also learn the teacher's contextual token states
     device: str | None = None
     tokenizer: str = "teacher"  # teacher | char (single characters of the corpus, for demonstrations)
+    vocab_from_corpus: int | None = None  # static students: add the N most frequent corpus words the tokenizer splits
     hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)  # imposed or emergent token groups
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -57,9 +61,34 @@ class RunConfig:
             raise DistillError(f"{len(weights)} dim weights for {len(self.dims)} prefix sizes "
                                f"({','.join(map(str, self.dims))}): give one weight per size")
         TokenWeighting.parse(self.token_weights)
+        self._check_vocab_from_corpus()
+        if self.train.grow_at and self.student not in GROWABLE:
+            raise DistillError(f"--grow-at doubles the layers of a {' or '.join(GROWABLE)} student; a {self.student} "
+                               "student has no layers to grow")
         if self.student == "transformer" and self.width % self.n_heads:
             raise DistillError(f"{self.n_heads} attention heads do not divide the width {self.width} "
                                "(--n-heads, --width)")
+        if self.merge < 1 or self.merge_after < 0:
+            raise DistillError(f"--merge must be at least 1 and --merge-after at least 0, got {self.merge} and "
+                               f"{self.merge_after}")
+
+    def _check_vocab_from_corpus(self) -> None:
+        n = self.vocab_from_corpus
+        if n is None:
+            return
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DistillError(f"--vocab-from-corpus takes a positive number of words, got {n!r} (leave it out to "
+                               "keep the teacher's vocabulary)")
+        if self.student != "static":
+            raise DistillError(f"--vocab-from-corpus adds rows to a static student's token table; a {self.student} "
+                               "student cannot take new words (pass --student static, or leave --vocab-from-corpus "
+                               "out)")
+        if not self.corpus:
+            raise DistillError("--vocab-from-corpus counts the words of the training texts: pass a --corpus "
+                               "(not none)")
+        if self.tokenizer != "teacher":
+            raise DistillError(f"--vocab-from-corpus adds whole words to the teacher's tokenizer, not to "
+                               f"--tokenizer {self.tokenizer}")
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:

@@ -8,6 +8,7 @@ and ``distill run`` skips a stage whose output is complete. Run folder::
     config.json                  the run's options
     data/targets.json, rows.npy  which target store holds the corpus's teacher vectors, and where each text is
     data/vocab.json, vocab.rows.npy, vocab-items.json   the vocabulary targets the student starts from
+    data/words.json, words.rows.npy, words-items.json   --vocab-from-corpus: the added words and their targets
     data/split.npz               training and held-out text indices
     data/tokens.ids.bin, tokens.offsets.npy   the student's token ids of every text (flat int32)
     data/holdout.jsonl           the held-out texts, for evaluation
@@ -89,6 +90,7 @@ def run_teacher(cfg):
 
 
 LAYERS_INIT = "layers-init.safetensors"  # a layers student's starting weights: the teacher's kept layers
+DERIVED = ("layers", "conv")  # students made of the teacher's own layers (conv: merging tokens between them)
 
 
 def _derive_layers(cfg, teacher, data: Path, main: bool) -> dict:
@@ -98,17 +100,18 @@ def _derive_layers(cfg, teacher, data: Path, main: bool) -> dict:
     from distill.students.layers import derived_hf_config, derived_weights, pick_layers, teacher_depth
 
     if cfg.layer != -1:
-        raise DistillError("--student layers distils the teacher's last layer; leave --layer out")
+        raise DistillError(f"--student {cfg.student} distils the teacher's last layer; leave --layer out")
     hf = teacher.model.config.to_dict()
     layers = pick_layers(teacher_depth(hf), cfg.depth, list(cfg.layers) if cfg.layers else None)
+    merged = {"merge": cfg.merge, "merge_after": cfg.merge_after} if cfg.student == "conv" else {}
     keep = {k: v for k, v in derived_hf_config(hf, len(layers)).items()
             if not k.startswith("_") and k not in ("architectures", "torch_dtype", "dtype", "transformers_version")}
     if main:
         state = {k: v.detach().float().cpu().contiguous() for k, v in teacher.model.state_dict().items()}
         save_file(derived_weights(state, layers), str(data / LAYERS_INIT))
-    logger.info("layers student: teacher layers %s of %d", layers, teacher_depth(hf))
+    logger.info("%s student: teacher layers %s of %d", cfg.student, layers, teacher_depth(hf))
     return {"hf_config": keep, "layers": layers, "pooling": teacher.pooling.value, "normalize": teacher.normalize,
-            "lowercase": teacher.lowercase}
+            "lowercase": teacher.lowercase, **merged}
 
 
 def _vocab(cfg, teacher, corpus: Corpus | None, data: Path, main: bool):
@@ -145,7 +148,10 @@ def load_vocab(out: Path) -> VocabTargets:
     view = TargetView.load(data, "vocab")
     emb = (np.load(items["input_embeddings"]) if items["input_embeddings"]
            else np.zeros((len(items["ids"]), 0), np.float32))
-    return VocabTargets(np.asarray(items["ids"], np.int64), items["strings"], view.pooled(), emb)
+    from distill.pipeline.vocab import with_corpus_words
+
+    vocab = VocabTargets(np.asarray(items["ids"], np.int64), items["strings"], view.pooled(), emb)
+    return with_corpus_words(data, vocab)  # and the words --vocab-from-corpus added
 
 
 def prepare(cfg) -> None:
@@ -167,6 +173,11 @@ def prepare(cfg) -> None:
         for folder in (out, data):  # temporary files of a run killed mid-write
             remove_stale_tmp(folder)
     teacher = run_teacher(cfg)
+    if cfg.student == "conv":  # before any labeling: a teacher it cannot be derived from fails now
+        from distill.students.conv import check_teacher
+
+        check_teacher(teacher.model.config.to_dict(), teacher.pooling.value, cfg.merge, cfg.merge_after, cfg.depth,
+                      cfg.layers)
     teacher.identity()  # the weights fingerprint, computed (or recalled) here and timed with the load
     seconds = {"teacher": time.perf_counter() - t0}
     dims = _student_dims(cfg.dims, teacher.dim)
@@ -176,29 +187,40 @@ def prepare(cfg) -> None:
     t = time.perf_counter()
     tokenizer, vocab = _vocab(cfg, teacher, corpus, data, main)
     seconds["vocab"] = time.perf_counter() - t
-    contextual = cfg.student in ("transformer", "layers")
+    contextual = cfg.student in ("transformer", "layers")  # conv: T/k merged states match no teacher token
+    if cfg.student == "conv" and cfg.token_targets:
+        logger.info("conv student: trained on the teacher's text vectors only (its merged positions do not line "
+                    "up with the teacher's tokens, so there are no token targets)")
     kind = TargetKind.TOKEN if contextual and cfg.token_targets else TargetKind.TEXT
     view = None
     t = time.perf_counter()
     if corpus is not None:
         view = label(teacher, kind, cfg.targets_dir, corpus, batch_size=cfg.teacher_batch_size)
     seconds["labeling"] = time.perf_counter() - t
+    n = len(view) if view is not None else 0
+    n_held = holdout_size(n, cfg.holdout)
+    order = np.random.default_rng(cfg.train.seed).permutation(n)
+    held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
+    n_words = 0
+    if cfg.vocab_from_corpus and corpus is not None:  # words of the training texts: the held-out ones play no part
+        from distill.pipeline.vocab import add_corpus_words
+
+        t = time.perf_counter()
+        vocab, n_words = add_corpus_words(cfg, teacher, corpus, train, tokenizer, vocab, data, main)
+        seconds["words"] = time.perf_counter() - t
     special = teacher.tokenizer
     config = StudentConfig(kind=cfg.student, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
                            dim=dims[-1], dims=dims, teacher=teacher.identity(), width=cfg.width,
                            n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_length=teacher.max_length,
                            pad_id=special.pad_token_id or 0, cls_id=special.cls_token_id, sep_id=special.sep_token_id,
-                           **(_derive_layers(cfg, teacher, data, main) if cfg.student == "layers" else {}))
+                           prompts=teacher.prompts, default_prompt_name=teacher.prompt_name, corpus_words=n_words,
+                           **(_derive_layers(cfg, teacher, data, main) if cfg.student in DERIVED else {}))
     device = teacher.device
     del teacher, special
     _release(device)
     if not main:
         state.wait_for_everyone()
         return
-    n = len(view) if view is not None else 0
-    n_held = holdout_size(n, cfg.holdout)
-    order = np.random.default_rng(cfg.train.seed).permutation(n)
-    held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
     np.savez(data / "split.npz", train=train, held=held)
     t1 = time.perf_counter()
     if view is not None:
@@ -221,8 +243,8 @@ def prepare(cfg) -> None:
         student = build_student(config, tokenizer) if kind is TargetKind.TEXT else None
         position = 0
         for chunk in corpus.chunks(CHUNK):
-            if student is not None:
-                writer.add(student.tokenize(chunk))
+            if student is not None:  # with the prompt the targets were labeled with, as encode will put it
+                writer.add(student.tokenize(student.with_prompt(chunk)))
             else:
                 ids, _ = view.token_slices(np.arange(position, position + len(chunk)))
                 writer.add(ids)
@@ -298,11 +320,11 @@ def train(cfg, resume: bool = False) -> dict:
     view = TargetView.load(data, "targets") if meta["texts"] else None
     # one pass over the token ids: SIF weights and the emergent hierarchy both start from these counts
     counts = tokens.token_counts(train_idx, config.vocab_size) if view is not None else None
-    if cfg.student == "layers":
+    if cfg.student in DERIVED:
         from safetensors.torch import load_file
 
         if view is None:
-            raise DistillError("a layers student needs texts to learn from: pass --corpus")
+            raise DistillError(f"a {cfg.student} student needs texts to learn from: pass --corpus")
         student.init_from(load_file(str(data / LAYERS_INIT)), pca.components, pca.mean, pca.factors())
     else:
         init_static(student, vocab.ids, vocab.pooled, pca, tokens=tokens if view is not None else None,
@@ -370,6 +392,11 @@ def evaluate(cfg) -> dict:
                            "tokens by construction; pass --corpus to train it on texts")
     if "hierarchy" in train_info:
         summary["hierarchy"] = train_info["hierarchy"]
+    from distill.pipeline.vocab import words_summary
+
+    words = words_summary(data)
+    if words is not None:  # --vocab-from-corpus: words asked for and added
+        summary["corpus_words"] = words
     held_texts: list[str] = []
     if meta["held"] > 10:  # overlap@10 needs more than 10 held-out texts
         held_texts = [json.loads(line) for line in (data / "holdout.jsonl").read_text().splitlines()]
@@ -435,5 +462,5 @@ def export(cfg) -> None:
     student = load_student(out / "student")
     summary = run_summary(out, student)
     write_model_card(out / "student", student, summary, ExportFormat.NATIVE.value)
-    if cfg.student in ("static", "layers"):  # a transformer student has no sentence-transformers form
+    if cfg.student in ("static", "layers"):  # transformer and conv students have no sentence-transformers form
         export_student(student, out / "student-st", ExportFormat.SENTENCE_TRANSFORMERS.value, summary=summary)

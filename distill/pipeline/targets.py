@@ -52,6 +52,7 @@ class TargetKind(str, Enum):
     VOCAB = "vocab"  # each vocabulary token alone: (V, D)
     TEXT = "text"  # pooled vector of each text: (N, D)
     TOKEN = "token"  # pooled vector and contextual states of each text's tokens, ragged
+    WORD = "word"  # a whole word's pieces alone, framed as a vocabulary token is: (N, D) (--vocab-from-corpus)
 
 
 # ---- keys ----------------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ def store_identity(teacher: Teacher, kind: TargetKind | str) -> dict:
     """What a store's targets depend on: the teacher's identity, plus how vocabulary tokens are framed
     when the teacher adds context to them (decoders without a BOS; see ``Teacher.vocab_context``)."""
     identity = teacher.identity()
-    if TargetKind(kind) is TargetKind.VOCAB and teacher.vocab_context():
+    if TargetKind(kind) in (TargetKind.VOCAB, TargetKind.WORD) and teacher.vocab_context():
         identity["vocab_context"] = teacher.vocab_context()
     return identity
 
@@ -342,12 +343,23 @@ def _warn_old_layout(root: Path) -> None:
                        ", ".join(p.parent.name for p in old[:3]))
 
 
+def word_seqs(teacher: Teacher, words: list[str]) -> tuple[list[list[int]], int]:
+    """Inputs for the word targets of ``words`` and how many leading tokens not to pool: each word as a text
+    (its pieces inside the teacher's special tokens and prompt), after the context a vocabulary token gets
+    (``Teacher.vocab_context``), so a whole word's row starts where its pieces' rows do."""
+    context = teacher.vocab_context()
+    seqs, _ = teacher.tokenize(list(words))
+    return [context + s for s in seqs], len(context)
+
+
 def _label_shard(teacher: Teacher, store: TargetStore, name: str, keys: np.ndarray, items: list,
                  batch_size: int) -> None:
     """Run the teacher over one shard's items (texts, or token ids for the vocabulary) and write it."""
     skip = 0
     if store.kind is TargetKind.VOCAB:
         (seqs, skip), n_truncated = teacher.vocab_seqs(items), 0
+    elif store.kind is TargetKind.WORD:
+        (seqs, skip), n_truncated = word_seqs(teacher, items), 0
     else:
         seqs, n_truncated = teacher.tokenize(items)
     if store.kind is TargetKind.TOKEN:
@@ -421,7 +433,7 @@ def label(teacher: Teacher, kind: TargetKind | str, root: str | Path, texts: Ite
     remap[used] = np.arange(len(used), dtype=np.int32)
     names = [index.names[i] for i in used]
     n_truncated = sum(json.loads((store.folder / f"{n}.json").read_text())["n_truncated"] for n in names)
-    if n_truncated and kind is not TargetKind.VOCAB:
+    if n_truncated and kind not in (TargetKind.VOCAB, TargetKind.WORD):
         logger.warning("%d texts were longer than the teacher's %d tokens and were truncated", n_truncated,
                        teacher.max_length)
     view = TargetView(store, names, remap[shard], row, n_truncated)

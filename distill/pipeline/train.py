@@ -1,9 +1,16 @@
 """The training loop: nested losses over prefix sizes, Accelerate for devices and processes.
 
-Determinism: batch order of epoch ``e`` is a permutation seeded with ``seed + e``, there is no
-dropout, and a checkpoint holds the model, optimizer, scheduler and step, so a run killed and
-resumed from a checkpoint ends with the same weights as one that was never interrupted (on CPU).
+Determinism: batch order of epoch ``e`` is a permutation seeded with ``seed + e``, and a checkpoint
+holds the model, optimizer, scheduler, step and torch's random state (the dropout of a layers student's
+encoder), so a run killed and resumed from a checkpoint ends with the same weights as one that was never
+interrupted (on CPU).
 Under ``accelerate launch`` each global batch is split across ranks and DDP averages gradients.
+
+Growth (``grow_at``): after the optimizer step of a growth point the student's depth doubles
+(:func:`distill.students.grow.grow`), the optimizer is rebuilt around the new parameters (each copy takes
+its original's AdamW moments, the learning-rate schedule goes on where it was) and model and optimizer
+are prepared by Accelerate again. A checkpoint records how many times the model grew, so a resume first
+grows a fresh model as often, then loads the weights.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class TrainConfig:
     token: float = 1.0  # token-level term (transformer students with token targets)
     dim_weights: tuple[float, ...] | None = None  # one per prefix size (default: all 1)
     log_every: int = 10
+    # double a transformer or layers student's depth at these points: a value in (0, 1) is a share of the
+    # optimizer steps (0.5: halfway), a whole number >= 1 a step; one doubling per value
+    grow_at: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         """Checks what the CLI's bounds check for flags, for options that come from a config file.
@@ -60,6 +70,12 @@ class TrainConfig:
         """
         if self.dim_weights is not None:
             object.__setattr__(self, "dim_weights", tuple(float(w) for w in self.dim_weights))
+        if self.grow_at is not None:
+            object.__setattr__(self, "grow_at", tuple(float(g) for g in self.grow_at) or None)
+            bad = [g for g in self.grow_at or () if not (0 < g < 1 or (g >= 1 and g.is_integer()))]
+            if bad:
+                raise DistillError(f"--grow-at takes shares of training in (0, 1) or step numbers >= 1, got "
+                                   f"{', '.join(f'{g:g}' for g in bad)}")
         least = {"epochs": 0, "batch_size": 1, "grad_accum": 1, "checkpoint_every": 1, "log_every": 1}
         for name, low in least.items():
             if getattr(self, name) < low:
@@ -71,6 +87,22 @@ class TrainConfig:
             raise DistillError(f"training option warmup_ratio must be within 0..1, got {self.warmup_ratio}")
         if self.dim_weights is not None and (not self.dim_weights or min(self.dim_weights) < 0):
             raise DistillError(f"dim weights must be non-negative numbers, got {list(self.dim_weights)}")
+
+
+def growth_steps(grow_at: tuple[float, ...] | None, total_steps: int) -> list[int]:
+    """The optimizer steps after which the student doubles its depth: a share ``g`` in (0, 1) falls at
+    ``round(g * total_steps)`` (at least step 1), a whole number is a step.
+
+    :raises DistillError: when two values fall at the same step or one at or past the last step (the grown
+        layers would never train).
+    """
+    if not grow_at or total_steps == 0:
+        return []
+    steps = sorted(max(1, round(g * total_steps)) if g < 1 else int(g) for g in grow_at)
+    if len(set(steps)) < len(steps) or steps[-1] >= total_steps:
+        raise DistillError(f"--grow-at {','.join(f'{g:g}' for g in grow_at)} falls at steps {steps} of a "
+                           f"{total_steps}-step training: each growth needs a step of its own, before the last")
+    return steps
 
 
 def _schedule(step: int, total: int, warmup: int) -> float:
@@ -108,12 +140,13 @@ def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, terms: dict, keep: int = 2) -> Path:
+def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, terms: dict, keep: int = 2,
+                     grown: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
     with atomic_path(path) as tmp:
         torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
+                    "scheduler": scheduler.state_dict(), "grown": grown, "rng": torch.get_rng_state(),
                     "terms": {name: term.state_dict() for name, term in terms.items()}}, tmp)
     for _, old in _checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
@@ -151,13 +184,19 @@ class Trainer:
         self.student = student
         self.static = isinstance(student, StaticStudent)
         torch.manual_seed(config.seed)
-        optimizer = torch.optim.AdamW(student.param_groups(config.lr), lr=config.lr,
-                                      weight_decay=config.weight_decay)
+        optimizer = self._new_optimizer()
         self.steps_per_epoch = math.ceil(len(data) / (config.batch_size * config.grad_accum))
         self.total_steps = self.steps_per_epoch * config.epochs
+        self.grow_steps = growth_steps(config.grow_at, self.total_steps)
+        if self.grow_steps:
+            from distill.students.grow import layer_stack
+
+            layer_stack(student)  # refuses a student without layers before any step
+        self.grown = 0  # doublings done so far
+        self.growth: list[dict] = []  # their metrics.jsonl records
         warmup = max(1, int(config.warmup_ratio * self.total_steps))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: _schedule(s, self.total_steps, warmup))
+        self._lr_factor = lambda s: _schedule(s, self.total_steps, warmup)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         # the scheduler is stepped by hand once per optimizer step, so it is not prepared
         self.model, self.optimizer = self.accelerator.prepare(student, optimizer)
         dev = self.accelerator.device
@@ -168,6 +207,66 @@ class Trainer:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.step = 0
         self._sizes: list[int] | None = None
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.student.param_groups(self.config.lr), lr=self.config.lr,
+                                 weight_decay=self.config.weight_decay)
+
+    # ---- growth -------------------------------------------------------------------------------
+    def _regrow(self, shrink: bool = False) -> None:
+        """Double the student's depth (or undo a doubling), then rebuild the optimizer and scheduler around
+        its parameters and prepare both again: nothing keeps a reference to the parameters it had."""
+        from distill.students.grow import grow
+        from distill.students.grow import shrink as shrink_student
+
+        acc = self.accelerator
+        old = self.optimizer.optimizer  # the torch optimizer inside Accelerate's wrapper
+        moments = {name: old.state[p] for name, p in self.student.named_parameters() if p in old.state}
+        if shrink:
+            shrink_student(self.student)
+            sources = {name: name for name, _ in self.student.named_parameters()}
+        else:
+            sources = grow(self.student)
+        optimizer = self._new_optimizer()
+        for name, p in self.student.named_parameters():
+            if sources[name] in moments:  # a copy goes on from its original's AdamW moments, not from zero
+                optimizer.state[p] = {k: v.clone() if torch.is_tensor(v) else v
+                                      for k, v in moments[sources[name]].items()}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        scheduler.load_state_dict(self.scheduler.state_dict())  # the step count and base rates
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr  # the rate of the step just taken, as the old groups held it
+        acc.free_memory()  # drops Accelerate's references to the old model wrapper and optimizer
+        self.model, self.optimizer = acc.prepare(self.student, optimizer)
+        self.scheduler = scheduler
+        self.grown += -1 if shrink else 1
+
+    @torch.no_grad()
+    def _probe(self, batch: dict) -> float:
+        """The loss of ``batch`` without dropout and without a gradient: the same before and after growth
+        but for the model's function."""
+        inner = [m for m in self.student.modules() if m is not self.student]
+        states = [m.training for m in inner]
+        for m in inner:  # the student itself stays in training mode: its forward still returns token states
+            m.training = False
+        try:
+            return float(self._loss(batch)[1]["loss"])
+        finally:
+            for m, state in zip(inner, states):
+                m.training = state
+
+    def _grow(self, batch: dict, epoch: int) -> dict:
+        """Grow at this step; returns the record of it, with the loss of ``batch`` before and after."""
+        from distill.students.grow import depth
+
+        before, loss_before = depth(self.student), self._probe(batch)
+        self._regrow()
+        record = {"step": self.step, "epoch": epoch, "event": "grow", "layers": [before, depth(self.student)],
+                  "loss_before": loss_before, "loss_after": self._probe(batch)}
+        logger.info("step %d: grew from %d to %d layers; loss %.4f -> %.4f on the last batch", self.step,
+                    *record["layers"], record["loss_before"], record["loss_after"])
+        self.growth.append(record)
+        return record
 
     # ---- one micro-batch ----------------------------------------------------------------------
     def _rotate(self, x: torch.Tensor) -> torch.Tensor:
@@ -244,7 +343,8 @@ class Trainer:
         cuda = self.accelerator.device.type == "cuda"
         return DataLoader(self.data, batch_sampler=[mb[rank::world].tolist() for mb in micro_batches],
                           collate_fn=collate_batch, pin_memory=cuda, num_workers=2 if cuda else 0,
-                          persistent_workers=False)
+                          persistent_workers=False,
+                          generator=torch.Generator())  # its seed draw would shift the dropout of a resumed run
 
     # ---- the loop -----------------------------------------------------------------------------
     def resume(self) -> int:
@@ -257,9 +357,13 @@ class Trainer:
         for _, path in reversed(_checkpoints(self.checkpoint_dir)):
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)  # a foreign file runs no code
+                while self.grown != state.get("grown", 0):  # the model had grown when this was saved
+                    self._regrow(shrink=self.grown > state.get("grown", 0))
                 self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.scheduler.load_state_dict(state["scheduler"])
+                if "rng" in state:  # dropout draws on: the steps after the checkpoint draw what they drew before
+                    torch.set_rng_state(state["rng"])
                 for name, term_state in state.get("terms", {}).items():  # e.g. the hierarchy's groups
                     if name in self.loss_fn.extra_terms:
                         self.loss_fn.extra_terms[name].load_state_dict(term_state)
@@ -275,15 +379,19 @@ class Trainer:
         return 0
 
     def _trim_metrics(self) -> None:
-        """Drop metric lines past the step training restarts from (all of them on a fresh start)."""
+        """Drop metric lines past the step training restarts from (all of them on a fresh start); the growth
+        records kept are those of the doublings the restored model holds."""
         if not (self.accelerator.is_main_process and self.metrics_path.is_file()):
             return
         kept = []
         for line in self.metrics_path.read_text().splitlines():
             try:
-                if json.loads(line)["step"] <= self.step:
+                record = json.loads(line)
+                if record["step"] <= self.step:
                     kept.append(line)
-            except (ValueError, KeyError, TypeError):  # a line torn by a kill
+                    if record.get("event") == "grow":
+                        self.growth.append(record)
+            except (ValueError, KeyError, TypeError, AttributeError):  # a line torn by a kill
                 break
         save_text(self.metrics_path, "".join(ln + "\n" for ln in kept))
 
@@ -321,8 +429,9 @@ class Trainer:
                     for k, mb in enumerate(micro_batches):
                         self._sizes = [len(mb[r::world]) for r in range(world)]
                         last = k == len(micro_batches) - 1
+                        batch = next(batches)
                         with nullcontext() if last else acc.no_sync(self.model):  # sync once per step
-                            loss, logs = self._loss(next(batches))
+                            loss, logs = self._loss(batch)
                             acc.backward(loss / len(micro_batches))
                         seen += len(mb)
                     if cfg.clip:
@@ -359,6 +468,12 @@ class Trainer:
                             metrics.flush()
                             seen, t_log = 0, now
                         sums, n_summed = {}, 0
+                    if self.step in self.grow_steps:  # after the step's log line, before its checkpoint
+                        record = self._grow(batch, epoch)
+                        if metrics:
+                            metrics.write(json.dumps(record) + "\n")
+                            metrics.flush()
+                        maybe_crash("train:grow")
                     if checkpoint:
                         self.save_checkpoint()
         finally:
@@ -366,12 +481,15 @@ class Trainer:
             if metrics:
                 metrics.close()
         self.model.eval()
-        return {"steps": self.step, "first_loss": first_loss, "final_loss": last_loss,
-                "seconds": time.perf_counter() - t0, "config": asdict(cfg)}
+        out = {"steps": self.step, "first_loss": first_loss, "final_loss": last_loss,
+               "seconds": time.perf_counter() - t0, "config": asdict(cfg)}
+        if self.growth:
+            out["growth"] = self.growth
+        return out
 
     def save_checkpoint(self) -> None:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             _save_checkpoint(self.checkpoint_dir, self.step, self.accelerator.unwrap_model(self.model),
-                             self.optimizer, self.scheduler, self.loss_fn.extra_terms)
+                             self.optimizer, self.scheduler, self.loss_fn.extra_terms, grown=self.grown)
         self.accelerator.wait_for_everyone()

@@ -71,20 +71,28 @@ def quality(data: RunData) -> bytes | None:
 
 def training(data: RunData) -> bytes | None:
     """Training curves: total loss and learning rate, then one panel per loss term with a line per prefix size."""
-    if not data.metrics:
+    logged = [m for m in data.metrics if "loss" in m]  # growth records (``"event": "grow"``) hold no loss line
+    grown = [m for m in data.metrics if m.get("event") == "grow"]
+    if not logged:
         return None
-    terms = term_series(data.metrics)
+    terms = term_series(logged)
     fig, axes = plt.subplots(1, 1 + len(terms), figsize=(4.2 * (1 + len(terms)), 3.4), squeeze=False)
-    steps = [m["step"] for m in data.metrics]
+    steps = [m["step"] for m in logged]
     ax = axes[0][0]
-    ax.plot(steps, [m["loss"] for m in data.metrics], color="black", label="total loss")
+    ax.plot(steps, [m["loss"] for m in logged], color="black", label="total loss")
     ax.set_title("total loss (and learning rate)", fontsize=10)
     ax.set_xlabel("step")
-    if "lr" in data.metrics[0]:
+    if "lr" in logged[0]:
         lr_ax = ax.twinx()
-        lr_ax.plot(steps, [m["lr"] for m in data.metrics], color="grey", linestyle=":", label="lr")
+        lr_ax.plot(steps, [m["lr"] for m in logged], color="grey", linestyle=":", label="lr")
         lr_ax.tick_params(labelsize=7, colors="grey")
     ax.grid(alpha=0.3)
+    for ax in axes[0]:  # growth points (--grow-at): the depth doubled after this step
+        for m in grown:
+            ax.axvline(m["step"], color="tab:orange", linestyle="--", linewidth=0.9,
+                       label=f"grew {m['layers'][0]}→{m['layers'][1]} layers" if ax is axes[0][0] else None)
+    if grown:
+        axes[0][0].legend(fontsize=7)
     cmap = plt.get_cmap("viridis")
     for ax, (name, by_dim) in zip(axes[0][1:], sorted(terms.items())):
         dims = sorted(by_dim)

@@ -22,7 +22,8 @@ _CAPTIONS = {
     "quality": "Each prefix of the student (red) against the teacher cut to the same number of dimensions "
                "(blue): the baseline a Matryoshka student has to beat. Overlap@10 is the share of each item's "
                "10 nearest neighbours under the full teacher that are kept.",
-    "training": "The total loss, then each loss term with one line per prefix size (from metrics.jsonl).",
+    "training": "The total loss, then each loss term with one line per prefix size (from metrics.jsonl); "
+                "dashed orange lines mark the steps after which a growing student (--grow-at) doubled its depth.",
     "heatmaps": "Pairwise cosine similarity of the token set, ordered by group (lines separate groups): "
                 "teacher (PCA-rotated, cut to d dims) beside the student's first d dims.",
     "bytes": "Overlap@10 with the full teacher's neighbours on the run's held-out texts, for every prefix size "

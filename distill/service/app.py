@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 import distill
 from distill.index.models import model_identity
-from distill.service.embedder import Batcher, Embedder
+from distill.service.embedder import INPUT_TYPE_PROMPTS, Batcher, Embedder, input_type_prompt
 from distill.service.errors import APIError, install_error_handlers
 from distill.service.metrics import Metrics
 from distill.service.middleware import GuardMiddleware
@@ -102,7 +102,7 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
         s: ServiceState = request.app.state.service
         _check_model(s, body.model)
         dim = _check_dimensions(s.student.dims, body.dimensions)
-        plan = await _plan(s, body.input, body.long, body.truncate)
+        plan = await _plan(s, body.input, body.long, body.truncate, body.input_type)
         metrics.observe_long(plan.truncated_texts, plan.truncated_tokens, plan.chunked_texts)
         raw = plan.combine(await s.batcher.embed(plan.seqs))  # (R, width) rows -> (N, width) texts
         if plan.n_texts * dim <= _INLINE_FLOATS:
@@ -119,7 +119,8 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
             raise APIError(422, "pass exactly one of `query` (a text) or `queries` (a list of texts)",
                            param="query", code="invalid_value")
         texts = [body.query] if body.query is not None else list(body.queries or [])
-        _check_texts(s.settings, texts, param="queries")
+        param = "queries"  # errors name this field for `query` too
+        _check_texts(s.settings, texts, param=param)
         if not 1 <= body.k <= s.settings.max_k:
             raise APIError(422, f"k must be between 1 and {s.settings.max_k}, got {body.k}", param="k",
                            code="invalid_value")
@@ -128,10 +129,14 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
         if dim not in dims:
             raise APIError(400, f"dimensions must be one of {', '.join(map(str, dims))} for this index, got {dim}",
                            param="dimensions", code="invalid_dimensions")
-        raw = await s.batcher.embed(await _tokenize(s, texts))
+        # cut, refused or chunked and counted as /v1/embeddings' inputs are
+        plan = await _plan(s, texts, body.long, body.truncate, body.input_type, param=param)
+        metrics.observe_long(plan.truncated_texts, plan.truncated_tokens, plan.chunked_texts)
+        raw = plan.combine(await s.batcher.embed(plan.seqs))  # (R, width) rows -> (N, width) queries
         hits = await s.searcher.search(raw, body.k, dim)
         data = [{"index": i, "query": t, "hits": h} for i, (t, h) in enumerate(zip(texts, hits))]
-        return JSONResponse({"object": "list", "model": s.name, "dimensions": dim, "data": data})
+        return JSONResponse({"object": "list", "model": s.name, "dimensions": dim, "data": data,
+                             "usage": _usage(plan)})
 
     @app.get("/health")
     async def health(request: Request) -> dict:
@@ -146,10 +151,16 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
     @app.get("/v1/models")
     async def models(request: Request) -> dict:
         s: ServiceState = request.app.state.service
+        prompts = s.student.prompts
         return {"object": "list", "data": [{"id": s.name, "object": "model", "created": s.created,
                                             "owned_by": "distill", "dimensions": s.student.dims,
                                             # None: a static student takes texts of any length
-                                            "max_input_tokens": s.embedder.max_length}]}
+                                            "max_input_tokens": s.embedder.max_length,
+                                            # what input_type and no input_type put before a text
+                                            "prompts": prompts,
+                                            "default_prompt_name": s.student.config.default_prompt_name,
+                                            "input_types": [t for t in INPUT_TYPE_PROMPTS
+                                                            if input_type_prompt(prompts, t) is not None]}]}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -200,35 +211,59 @@ def _check_unicode(text: str, where: str, param: str) -> None:
                             "not valid Unicode text", param=param, code="invalid_text") from None
 
 
-async def _plan(s: ServiceState, input_: str | list, long: str, truncate: bool) -> Plan:
-    """The forward rows of each input (see :mod:`distill.students.long`); a text past the limit with
-    ``truncate`` off is a 400 naming it."""
+def _prompt(s: ServiceState, input_type: str | None) -> str:
+    """The text put before each input text: the model's prompt for ``input_type``, else its default prompt
+    (the one its training texts had, as ``student.encode`` puts it)."""
+    if input_type is None:
+        return s.student.prompt_text()
+    text = input_type_prompt(s.student.prompts, input_type)
+    if text is None:
+        names = " or ".join(repr(n) for n in INPUT_TYPE_PROMPTS[input_type])
+        known = ", ".join(map(repr, s.student.prompts))
+        why = (f"its prompts are {known}" if known else
+               "it records no prompts, so it embeds queries and documents alike")
+        raise APIError(400, f"input_type {input_type!r} needs a prompt named {names}, which this model does not have "
+                            f"({why}); leave input_type out", param="input_type", code="invalid_input_type")
+    return text
+
+
+async def _plan(s: ServiceState, input_: str | list, long: str, truncate: bool, input_type: str | None = None,
+                param: str = "input") -> Plan:
+    """The forward rows of each input (see :mod:`distill.students.long`), texts with their prompt before
+    them; a text past the limit with ``truncate`` off is a 400 naming it."""
     texts = isinstance(input_, str) or (bool(input_) and isinstance(input_[0], str))
-    seqs = await _sequences(s, input_, raw=True)
+    seqs = _checked_inputs(s, input_, param=param)
+    if not texts and input_type is not None:
+        raise APIError(400, "input_type puts a prompt before texts; token-id inputs are embedded as given: send "
+                            "texts, or leave input_type out", param="input_type", code="invalid_input_type")
     try:
         if not texts:
             return s.embedder.plan_ids(seqs, long, truncate)
+        prompt = _prompt(s, input_type)
+        if prompt:
+            seqs = [prompt + t for t in seqs]
         if sum(map(len, seqs)) <= _INLINE_CHARS:
             return s.embedder.plan_texts(seqs, long, truncate)
         return await run_in_threadpool(s.embedder.plan_texts, seqs, long, truncate)
     except LongTextError as e:
-        raise APIError(400, f"input[{e.index}] has {e.n_tokens} tokens, past this model's limit of {e.limit}; "
+        raise APIError(400, f"{param}[{e.index}] has {e.n_tokens} tokens, past this model's limit of {e.limit}; "
                             'send "truncate": true to cut it, or "long": "chunk" to embed it in windows',
-                       param="input", code="input_too_long") from None
+                       param=param, code="input_too_long") from None
 
 
-async def _sequences(s: ServiceState, input_: str | list, raw: bool = False) -> list:
-    """Token ids of each input: texts are tokenized (pre), token-id lists checked against the vocabulary.
+def _checked_inputs(s: ServiceState, input_: str | list, param: str = "input") -> list:
+    """The inputs as a list of texts or of token-id lists, as they came, checked: texts against the size
+    limits, token ids against the vocabulary.
 
-    :param raw: checked inputs as they came (texts, or token-id lists before the cut), for :func:`_plan`.
+    :param param: the request field the inputs came in, for error messages.
     """
     if isinstance(input_, str):
         input_ = [input_]
     if input_ and isinstance(input_[0], int):
         input_ = [input_]  # one token-id list
     if not input_ or isinstance(input_[0], str):
-        _check_texts(s.settings, input_)
-        return list(input_) if raw else await _tokenize(s, input_)
+        _check_texts(s.settings, input_, param=param)
+        return list(input_)
     if len(input_) > s.settings.max_inputs:
         raise APIError(413, f"too many inputs: {len(input_)} (at most {s.settings.max_inputs} per request)",
                        param="input", code="too_many_inputs")
@@ -242,13 +277,7 @@ async def _sequences(s: ServiceState, input_: str | list, raw: bool = False) -> 
         if min(ids) < 0 or max(ids) >= vocab:
             raise APIError(422, f"input[{i}] holds token ids outside 0..{vocab - 1}", param="input",
                            code="invalid_token_id")
-    return input_ if raw else s.embedder.pre_ids(input_)
-
-
-async def _tokenize(s: ServiceState, texts: list[str]) -> list[list[int]]:
-    if sum(map(len, texts)) <= _INLINE_CHARS:
-        return s.embedder.pre(texts)
-    return await run_in_threadpool(s.embedder.pre, texts)
+    return input_
 
 
 def _embedding_response(raw: np.ndarray, dim: int, encoding_format: str, name: str, plan: Plan) -> Response:
@@ -258,8 +287,11 @@ def _embedding_response(raw: np.ndarray, dim: int, encoding_format: str, name: s
     else:
         vectors = x.tolist()
     data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
-    return JSONResponse({"object": "list", "data": data, "model": name,
-                         "usage": {"prompt_tokens": plan.n_tokens, "total_tokens": plan.n_tokens,
-                                   "truncated_texts": plan.truncated_texts,
-                                   "truncated_tokens": plan.truncated_tokens}})
+    return JSONResponse({"object": "list", "data": data, "model": name, "usage": _usage(plan)})
+
+
+def _usage(plan: Plan) -> dict:
+    """Tokens embedded (prompts included; OpenAI's ``prompt_tokens`` means the input) and what was cut."""
+    return {"prompt_tokens": plan.n_tokens, "total_tokens": plan.n_tokens, "truncated_texts": plan.truncated_texts,
+            "truncated_tokens": plan.truncated_tokens}
 

@@ -25,6 +25,23 @@ from distill.students.long import Plan, plan_ids, plan_texts
 
 logger = logging.getLogger("distill.service")
 
+# the prompt names each ``input_type`` stands for, first found wins ("passage": E5's name for documents)
+INPUT_TYPE_PROMPTS = {"query": ("query",), "document": ("document", "passage")}
+
+
+def input_type_prompt(prompts: dict[str, str], input_type: str) -> str | None:
+    """The prompt text ``input_type`` puts before a text, or None when the model has no prompt of that kind.
+
+    A model that prompts its queries but names no document prompt (bge, arctic-embed, mxbai: documents
+    go bare) embeds documents without a prompt.
+    """
+    for name in INPUT_TYPE_PROMPTS[input_type]:
+        if name in prompts:
+            return prompts[name]
+    if input_type == "document" and "query" in prompts:
+        return ""
+    return None
+
 
 class Embedder:
     """A student's encode() in three steps, so the batcher can merge the middle one across requests."""
@@ -41,24 +58,15 @@ class Embedder:
     def vocab_size(self) -> int:
         return int(self.student.config.vocab_size)
 
-    def pre(self, texts: list[str]) -> list[list[int]]:
-        return self.student.tokenize(texts)
-
-    def pre_ids(self, seqs: list[list[int]]) -> list[list[int]]:
-        """Token-id inputs, already checked against the vocabulary, cut to the student's max length."""
-        if self.max_length is None:
-            return seqs
-        return [s[: self.max_length] for s in seqs]
-
     def plan_texts(self, texts: list[str], long: str = "truncate", truncate: bool = True) -> Plan:
-        """``pre`` that says what it cuts: the forward rows of the texts (windows in ``chunk`` mode) and the counts.
+        """Tokenize, saying what is cut: the forward rows of the texts (windows in ``chunk`` mode) and the counts.
 
         :raises LongTextError: a text past the student's limit with ``truncate`` off.
         """
         return plan_texts(self.student, texts, long, truncate)
 
     def plan_ids(self, seqs: list[list[int]], long: str = "truncate", truncate: bool = True) -> Plan:
-        """``pre_ids`` that says what it cuts (see :meth:`plan_texts`)."""
+        """Token-id inputs, already checked against the vocabulary, as :meth:`plan_texts` plans texts."""
         return plan_ids(self.student, seqs, long, truncate)
 
     def core(self, seqs: list[list[int]]) -> np.ndarray:

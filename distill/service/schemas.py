@@ -12,6 +12,8 @@ class EmbeddingRequest(BaseModel):
 
     Two extensions for texts past a contextual student's limit: ``truncate`` (default true: cut them and
     count the cuts in ``usage``; false: a 400) and ``long`` (``"chunk"``: embed them in overlapping windows).
+    ``input_type`` (``"query"`` or ``"document"``, as hosted embedding APIs name it) puts the model's prompt
+    of that kind before each text; left out, the model's default prompt (see ``/v1/models``).
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -23,10 +25,14 @@ class EmbeddingRequest(BaseModel):
     user: StrictStr | None = None
     truncate: StrictBool = True
     long: Literal["truncate", "chunk"] = "truncate"
+    input_type: Literal["query", "document"] | None = None
 
 
 class SearchRequest(BaseModel):
-    """``query`` (one text) or ``queries`` (several): the ``k`` nearest texts of the index at ``dimensions``."""
+    """``query`` (one text) or ``queries`` (several): the ``k`` nearest texts of the index at ``dimensions``.
+
+    ``input_type``, ``truncate`` and ``long`` act on the queries as on ``/v1/embeddings``' inputs.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
@@ -35,3 +41,6 @@ class SearchRequest(BaseModel):
     k: StrictInt = 10
     dimensions: StrictInt | None = None
     model: StrictStr | None = None
+    input_type: Literal["query", "document"] | None = None
+    truncate: StrictBool = True
+    long: Literal["truncate", "chunk"] = "truncate"

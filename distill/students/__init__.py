@@ -6,12 +6,13 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from distill.students.base import CONFIG_NAME, Student, StudentConfig, load_tokenizer, load_weights, read_config
+from distill.students.conv import ConvStudent
 from distill.students.layers import LayersStudent
 from distill.students.static import StaticStudent
 from distill.students.transformer import TransformerStudent
 
 STUDENTS: dict[str, type[Student]] = {"static": StaticStudent, "transformer": TransformerStudent,
-                                      "layers": LayersStudent}
+                                      "layers": LayersStudent, "conv": ConvStudent}
 
 
 def build_student(config: StudentConfig, tokenizer) -> Student:
@@ -40,5 +41,6 @@ def load_student(folder: str | Path, device=None) -> Student:
 
 
 __all__ = ["STUDENTS", "Student", "StudentConfig", "StaticStudent", "TransformerStudent", "LayersStudent",
+           "ConvStudent",
            "build_student",
            "load_student"]

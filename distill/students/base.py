@@ -3,6 +3,11 @@
 A student folder holds ``distill_student.json`` (the config), ``model.safetensors`` and
 ``tokenizer.json``. ``encode(texts, dim)`` returns L2-normalized float32 vectors made of the first
 ``dim`` dims (re-normalized), for any ``dim`` up to the student's width.
+
+A student distilled from a teacher with prompts (sentence-transformers ``prompts`` in
+``config_sentence_transformers.json``) records them, and the name of the one its training texts were
+labeled with (``default_prompt_name``); ``encode(texts, prompt_name="query")`` puts that prompt's text
+before every text, as ``SentenceTransformer.encode`` does.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ TOKENIZER_NAME = "tokenizer.json"
 
 @dataclass
 class StudentConfig:
-    kind: str  # "static" | "transformer" | "layers"
+    kind: str  # "static" | "transformer" | "layers" | "conv"
     vocab_size: int
     dim: int  # full output width D_s
     dims: list[int]  # nested prefix sizes, ascending, the last == dim
@@ -45,11 +50,26 @@ class StudentConfig:
     pooling: str = "mean"
     normalize: bool = False  # the teacher L2-normalizes its pooled vector before the head
     lowercase: bool = False  # texts are lower-cased before tokenizing, as the teacher does
+    # conv students only: tokens merged per position, and kept layers run before the merge (at full length)
+    merge: int = 4
+    merge_after: int = 1
+    # the teacher's named prompts (as its config names them), and the one its targets were labeled with: the
+    # student learned from texts with that prompt before them, so encode puts it there unless told otherwise
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    # static students: whole words of the training corpus added to the tokenizer as rows of their own
+    # (--vocab-from-corpus), the last ``corpus_words`` ids of the table
+    corpus_words: int = 0
 
     def __post_init__(self) -> None:
         self.dims = sorted(int(d) for d in self.dims)
         if not self.dims or self.dims[-1] != self.dim or self.dims[0] < 1:
             raise DistillError(f"dims {self.dims} must be ascending positive sizes ending at the width {self.dim}")
+        if not isinstance(self.prompts, dict) or not all(isinstance(v, str) for v in self.prompts.values()):
+            raise DistillError(f"prompts must map prompt names to prompt texts, got {self.prompts!r}")
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise DistillError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
+                               f"({', '.join(map(repr, self.prompts)) or 'none'})")
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -97,6 +117,44 @@ class Student(nn.Module):
                                f"(nested sizes: {', '.join(map(str, self.dims))}), got {dim}")
         return int(dim)
 
+    # ---- prompts ------------------------------------------------------------------------------------
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The teacher's named prompts this student records (name -> text put before a text)."""
+        return dict(self.config.prompts)
+
+    def prompt_text(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        """The text ``encode`` puts before every text, resolved as ``SentenceTransformer.encode`` resolves it.
+
+        :param prompt_name: one of :attr:`prompts`; ``"none"``: no prompt; None: the default, the prompt
+            the training targets were labeled with (``config.default_prompt_name``; none if they had none).
+        :param prompt: a prompt text given as is; wins over ``prompt_name`` (``""``: no prompt).
+        :raises DistillError: a name the student does not record.
+        """
+        if prompt is not None:
+            return prompt
+        if prompt_name is None:
+            name = self.config.default_prompt_name
+            return self.config.prompts.get(name, "") if name else ""
+        if prompt_name == "none":
+            return ""
+        if prompt_name not in self.config.prompts:
+            if not self.config.prompts:
+                raise DistillError(f"this student has no prompt named {prompt_name!r}: it records no prompts (its "
+                                   "teacher's config names none, or the student was made before students recorded "
+                                   "them); leave prompt_name out")
+            known = ", ".join(map(repr, self.config.prompts))
+            raise DistillError(f"this student has no prompt named {prompt_name!r} (its prompts: {known}); pass one "
+                               "of those, or prompt_name='none' for no prompt")
+        return self.config.prompts[prompt_name]
+
+    def with_prompt(self, texts: list[str] | str, prompt_name: str | None = None,
+                    prompt: str | None = None) -> list[str]:
+        """``texts`` as a list, each with the prompt of :meth:`prompt_text` before it."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        text = self.prompt_text(prompt_name, prompt)
+        return [text + t for t in texts] if text else texts
+
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer parameter groups; students with pretrained parts train those at a lower rate."""
         return [{"params": list(self.parameters()), "lr": lr}]
@@ -110,17 +168,22 @@ class Student(nn.Module):
         raise NotImplementedError
 
     def encode(self, texts: list[str] | str, dim: int | None = None, batch_size: int = 1024,
-               progress: bool = False) -> np.ndarray:
+               progress: bool = False, prompt_name: str | None = None, prompt: str | None = None) -> np.ndarray:
         """L2-normalized (N, dim) float32 vectors: the first ``dim`` dims of the student, re-normalized.
 
-        :raises DistillError: when ``dim`` is outside 1..width.
+        :param prompt_name: a prompt the student records (``"query"``, ``"passage"``...), put before every
+            text; ``"none"``: no prompt. Left out, the default prompt is put there, as
+            ``SentenceTransformer.encode`` puts its ``default_prompt_name``: it is the prompt the training
+            targets were labeled with, so the student learned its vectors from texts that had it, and the
+            run's held-out scores measured it so. See :meth:`prompt_text`.
+        :param prompt: a prompt text put before every text as is (wins over ``prompt_name``).
+        :raises DistillError: when ``dim`` is outside 1..width, or ``prompt_name`` is not a recorded prompt.
         """
         from tqdm.auto import tqdm
 
         dim = self.check_dim(dim)
-        if isinstance(texts, str):
-            texts = [texts]
-        seqs = self.tokenize(list(texts))
+        texts = self.with_prompt(texts, prompt_name, prompt)
+        seqs = self.tokenize(texts)
         # batches of similar length: a contextual student then pads little (a static one does not care)
         order = np.argsort([-len(q) for q in seqs], kind="stable")
         out = np.empty((len(texts), dim), dtype=np.float32)

@@ -177,6 +177,40 @@ def _usage(fmt: str, student: Student) -> list[str]:
     return out
 
 
+def _prompts(student: Student, fmt: str) -> list[str]:
+    """The card's line on the teacher's prompts, when the student records any."""
+    prompts, default = student.prompts, student.config.default_prompt_name
+    if not prompts:
+        return []
+    named = "; ".join(f"`{name}`: `{json.dumps(text)}`" for name, text in prompts.items())
+    line = (f"- Prompts (the teacher's, put before a text): {named}. "
+            + (f"Texts get `{default}` unless another is named: the training texts had it. " if default else
+               "Texts get none unless one is named: the training texts had none. "))
+    if fmt in ("native", "sentence-transformers"):
+        line += 'Name one with `encode(texts, prompt_name="...")`.'
+    else:
+        line += "This format does not apply them: put the prompt's text before each text yourself."
+    return [line]
+
+
+def _architecture(student: Student) -> str:
+    """What the student computes, in one clause."""
+    c = student.config
+    if isinstance(student, StaticStudent):
+        return ("one vector and one learned pooling weight per token; a text is the weighted mean of its tokens' "
+                "vectors (no layers: a table lookup)")
+    if c.kind in ("layers", "conv"):
+        kept = ", ".join(map(str, c.layers or []))
+        text = (f"the teacher's own architecture keeping {len(c.layers or [])} of its layers ({kept}), initialised "
+                f"from them, its {c.pooling} pooling, then a linear head to {c.dim} dims")
+        if c.kind == "conv":
+            text += (f"; after the first {c.merge_after} kept layer(s) a strided convolution merges every {c.merge} "
+                     "token states into one, so the later layers attend over a sequence that many times shorter")
+        return text
+    return (f"a static table plus a small {c.n_layers}-layer, width-{c.width} encoder that adds a contextual "
+            "correction to each token before the weighted mean")
+
+
 def card_text(student: Student, summary: dict | None, fmt: str, dtype: str = "float32") -> str:
     """The card: YAML front matter as the Hugging Face hub reads it, then the text."""
     teacher = student.config.teacher or {}
@@ -197,10 +231,7 @@ def card_text(student: Student, summary: dict | None, fmt: str, dtype: str = "fl
         teacher_text = f"a local model folder named `{Path(name).name}`"
     else:
         teacher_text = "an unrecorded teacher"
-    what = ("one vector and one learned pooling weight per token; a text is the weighted mean of its tokens' "
-            "vectors (no layers: a table lookup)" if isinstance(student, StaticStudent) else
-            f"a static table plus a small {student.config.n_layers}-layer, width-{student.config.width} encoder "
-            "that adds a contextual correction to each token before the weighted mean")
+    what = _architecture(student)
     dims = student.dims
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
              f"# A {student.kind} Matryoshka student of {teacher_id or (Path(name).name if name else 'its teacher')}",
@@ -210,6 +241,7 @@ def card_text(student: Student, summary: dict | None, fmt: str, dtype: str = "fl
              "embedding of its own: keep the first `d` dims and re-normalize.",
              f"- Vocabulary: {student.config.vocab_size:,} tokens.",
              f"- Format: {FORMAT_TEXT.get(fmt, fmt)}; token tables stored as {DTYPE_TEXT.get(dtype, dtype)}.",
+             *_prompts(student, fmt),
              "- License: " + (f"`{license_}`, the teacher's." if license_ else
                               "unknown: the teacher's license could not be determined here (`other` above); check "
                               "the teacher's terms before publishing this model."),

@@ -117,19 +117,30 @@ def export_sentence_transformers(student: Student, folder: str | Path) -> Path:
     token rows, so the learned per-token weights are folded into the rows: the mean of ``w_t * E_t``
     points the same way as our weighted mean, and the vectors agree after normalization. Truncating a
     normalized vector keeps the direction of the truncated raw vector, so ``truncate_dim`` agrees too.
+    The student's prompts go into ``config_sentence_transformers.json`` (``prompts``, ``default_prompt_name``):
+    ``encode(texts, prompt_name=...)`` puts the same text before each text as ``student.encode`` does.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
 
+    if student.kind == "conv":  # a LayersStudent too, but its forward pass is not the HF model's
+        raise DistillError("a conv student merges neighbouring token states between its layers, which no "
+                           "sentence-transformers module does: export it as native or onnx")
     if isinstance(student, LayersStudent):
         return _export_layers_st(student, Path(folder))
     _static_only(student, ExportFormat.SENTENCE_TRANSFORMERS)
     table, _ = student._tables()
     module = StaticEmbedding(student.tokenizer, embedding_weights=torch.from_numpy(table.copy()))
-    model = SentenceTransformer(modules=[module, Normalize()], device="cpu")
+    model = SentenceTransformer(modules=[module, Normalize()], device="cpu", **_st_prompts(student))
     folder = Path(folder)
     model.save(str(folder))
     return folder
+
+
+def _st_prompts(student: Student) -> dict:
+    """The student's prompts as ``SentenceTransformer(...)`` takes them: it saves them and applies the
+    default one when ``encode`` is given none, as ``student.encode`` does."""
+    return {"prompts": student.prompts, "default_prompt_name": student.config.default_prompt_name}
 
 
 _ST_POOLING = {"mean": "mean", "cls": "cls", "last": "lasttoken", "max": "max"}
@@ -164,7 +175,7 @@ def _export_layers_st(student: LayersStudent, folder: Path) -> Path:
         with torch.no_grad():
             dense.linear.weight.copy_(student.head.weight)
             dense.linear.bias.copy_(student.head.bias)
-        model = SentenceTransformer(modules=[*modules, dense, Normalize()], device="cpu")
+        model = SentenceTransformer(modules=[*modules, dense, Normalize()], device="cpu", **_st_prompts(student))
         model.save(str(folder))
     return folder
 
@@ -274,6 +285,9 @@ def export_onnx(student: Student, folder: str | Path, opset: int = 18) -> Path:
     import io
     import warnings
 
+    if student.kind == "conv":
+        raise DistillError("ONNX export does not take a conv student yet (torch.export cannot trace its merge of "
+                           "a dynamic number of tokens): export it as native")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     graph = (_StaticGraph(student) if isinstance(student, StaticStudent) else _ContextualGraph(student)).cpu().eval()
@@ -305,6 +319,8 @@ def export_onnx(student: Student, folder: str | Path, opset: int = 18) -> Path:
     config = {"kind": student.kind, "dim": student.dim, "dims": student.dims,
               "inputs": ["input_ids", "attention_mask"], "output": "sentence_embedding", "normalized": True,
               "max_length": None if isinstance(student, StaticStudent) else student.config.max_length,
-              "pad_id": student.config.pad_id, "teacher": student.config.teacher.get("name")}
+              "pad_id": student.config.pad_id, "teacher": student.config.teacher.get("name"),
+              # not applied by the graph: put the prompt's text before each text before tokenizing
+              "prompts": student.prompts, "default_prompt_name": student.config.default_prompt_name}
     (folder / ONNX_CONFIG_NAME).write_text(json.dumps(config, indent=2))
     return folder

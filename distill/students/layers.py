@@ -90,7 +90,8 @@ class LayersStudent(ContextualStudent):
             raise DistillError("a layers student needs the teacher's model config (hf_config)")
         hf = dict(config.hf_config)
         model_type = hf.pop("model_type")
-        self.encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **hf), attn_implementation="sdpa")
+        # transformers' default attention: sdpa where the architecture has it, eager where not (MPNet)
+        self.encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **hf))
         hidden = int(self.encoder.config.hidden_size)
         self.head = nn.Linear(hidden, config.dim)  # (D_t -> D): the PCA rotation, cut and scaled, at first
 

@@ -150,13 +150,16 @@ def plan_ids(student: Student, seqs: list[list[int]], long: LongMode | str = Lon
 
 
 def encode(student: Student, texts: list[str], dim: int | None = None, batch_size: int = 1024,
-           long: LongMode | str = LongMode.TRUNCATE, truncate: bool = True) -> tuple[np.ndarray, Plan]:
+           long: LongMode | str = LongMode.TRUNCATE, truncate: bool = True,
+           prompt_name: str | None = None) -> tuple[np.ndarray, Plan]:
     """``student.encode`` that says what it cut: (N, dim) L2-normalized float32 vectors and the :class:`Plan`.
 
+    The prompt (``prompt_name``, else the student's default, as ``student.encode``) is part of each text:
+    its tokens count against the limit.
     :raises LongTextError: a text past the limit with ``truncate`` off (and ``long`` = ``truncate``).
     """
     dim = student.check_dim(dim)
-    p = plan_texts(student, texts, long, truncate)
+    p = plan_texts(student, student.with_prompt(texts, prompt_name), long, truncate)
     raw = np.empty((len(p.seqs), student.dim), dtype=np.float32)  # (R, D)
     order = np.argsort([-len(s) for s in p.seqs], kind="stable")  # similar lengths together: little padding
     for start in range(0, len(order), batch_size):

@@ -38,7 +38,10 @@ def bag_means_flat(table: np.ndarray, w: np.ndarray, flat: np.ndarray, offsets: 
     return (summed / norm.clamp(min=1e-12)).numpy().astype(np.float32, copy=False)
 
 
-_ASCII_WORD = re.compile(r"[a-z0-9]+|[!-/:-@\[-`{-~]")  # BertPreTokenizer on lower-cased ASCII text
+# Lower-cased ASCII text cut into the units the tokenizer treats alone: runs of word characters (the
+# added-word matcher's boundaries: a whole added word is one run) and single punctuation marks. BertPreTokenizer
+# splits a run at each "_", so a run's pieces are the pieces of its parts: the same sums as cutting at "_".
+_ASCII_WORD = re.compile(r"[a-z0-9_]+|[!-/:-@\[-^`{-~]")
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # removed by BertNormalizer: joins words
 
 
@@ -52,6 +55,10 @@ class WordCache:
     goes through the real tokenizer once. Texts the expression cannot cut exactly (non-ASCII, control
     characters, special-token strings such as ``[MASK]``) take the tokenizer path whole. Only for
     lower-casing WordPiece tokenizers (BERT uncased, MiniLM, ...): others keep the tokenizer path.
+
+    Whole words added to the tokenizer (``--vocab-from-corpus``, see :mod:`distill.students.vocab`) need
+    nothing special: the tokenizer matches one only as a whole run of word characters, which is a unit
+    here, so the run goes through the tokenizer alone and comes back as that word's single row.
     """
 
     def __init__(self, tokenizer: Tokenizer, table: np.ndarray, w: np.ndarray, specials: list[str]):
@@ -70,7 +77,9 @@ class WordCache:
         if not (norm.get("type") == "BertNormalizer" and norm.get("lowercase") and norm.get("clean_text")
                 and pre.get("type") == "BertPreTokenizer" and model.get("type") == "WordPiece"):
             return None
-        return cls(student.tokenizer, table, w, [t["content"] for t in spec.get("added_tokens", [])])
+        # special tokens only: a text holding one takes the tokenizer path (added whole words do not)
+        specials = [t["content"] for t in spec.get("added_tokens", []) if t.get("special")]
+        return cls(student.tokenizer, table, w, specials)
 
     def _add(self, words: list[str]) -> None:
         start = len(self.index)
@@ -161,11 +170,13 @@ class StaticStudent(Student):
             return bag_means(table, w, self.tokenize(texts))
         return self._words.embed(texts)
 
-    def encode(self, texts, dim=None, batch_size: int = 1024, progress: bool = False) -> np.ndarray:
+    def encode(self, texts, dim=None, batch_size: int = 1024, progress: bool = False, prompt_name: str | None = None,
+               prompt: str | None = None) -> np.ndarray:
+        """See :meth:`Student.encode` (``prompt_name``: a recorded prompt; left out, the default one)."""
         from distill.students.base import normalize
 
         dim = self.check_dim(dim)
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = self.with_prompt(texts, prompt_name, prompt)
         out = np.empty((len(texts), dim), dtype=np.float32)
         for start in range(0, len(texts), max(batch_size, 1)):
             out[start:start + batch_size] = normalize(self.embed_texts(texts[start:start + batch_size])[:, :dim])

@@ -174,6 +174,8 @@ class Teacher:
         self.max_length, self.device = max_length, device
         self.lowercase = False  # sentence-transformers' do_lower_case: texts are lower-cased before tokenizing
         self.prompt = ""  # put before every text (a sentence-transformers prompt)
+        self.prompts: dict[str, str] = {}  # the prompts its config names (recorded by the students it teaches)
+        self.prompt_name: str | None = None  # which of them is ``prompt`` (None: no prompt)
         self._fingerprint: str | None = None
         self._prefix, self._suffix = self._special_frame()
         self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
@@ -400,7 +402,9 @@ def load_teacher(spec: str | Path | None = None, device: str | torch.device | No
     teacher = Teacher(source, model, tokenizer, kind, pooling, layer, st.normalize, min(x for x in limits if x),
                       device)
     teacher.lowercase, teacher.prompt = st.lowercase, prompt_text
+    teacher.prompts = dict(st.prompts)
     if prompt_text:
+        teacher.prompt_name = st.default_prompt_name if prompt is None else prompt
         logger.info("teacher %s: %r is put before every text (--prompt none to leave it out)", source.name,
                     prompt_text)
     return teacher
