@@ -206,6 +206,8 @@ def loss_curve(run_dir: Path) -> list[dict]:
     by_epoch: dict[int, list[float]] = {}
     for line in path.read_text().splitlines():
         m = json.loads(line)
+        if "event" in m:  # a growth record (--grow-at), not a logged step
+            continue
         by_epoch.setdefault(m["epoch"], []).append(m["loss"])
     return [{"epoch": e, "mean_loss": float(np.mean(v)), "last_loss": v[-1]} for e, v in sorted(by_epoch.items())]
 

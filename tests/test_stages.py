@@ -244,3 +244,22 @@ def test_the_default_run_trains_on_the_shipped_corpus(tmp_path, tiny_bert_dir):
     assert summary["speed"]["sentences_per_s"] > 0 and summary["size"]["teacher_parameters"] > 0
     assert "training moved overlap@10 at 32 dims from" in result.output
     assert "agreement with the teacher on 477 held-out texts" in result.output
+
+
+def test_dim_weights_follow_the_prefix_sizes_a_narrow_teacher_keeps(tmp_path, tiny_bert_dir, tiny_corpus,
+                                                                    monkeypatch):
+    """--dims 8,16,32,64 on a 32-wide teacher drops 64, and its weight with it: the others keep theirs."""
+    from distill.students.losses import nested
+
+    built = []
+    original = nested.NestedLoss.__init__
+
+    def record(self, dims, dim_weights=None, **kw):
+        original(self, dims, dim_weights, **kw)
+        built.append((list(self.dims), list(self.dim_weights)))
+
+    monkeypatch.setattr(nested.NestedLoss, "__init__", record)
+    result = CliRunner().invoke(app, _args(tiny_bert_dir, tiny_corpus, tmp_path, "w", "--dims", "8,16,32,64",
+                                           "--dim-weights", "1,2,3,4", "--epochs", "1"))
+    assert result.exit_code == 0, result.output
+    assert built == [([8, 16, 32], [1.0, 2.0, 3.0])]

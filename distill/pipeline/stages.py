@@ -61,6 +61,18 @@ def _student_dims(dims, teacher_dim: int) -> list[int]:
     return kept
 
 
+def _train_config(cfg, dims: list[int]):
+    """``cfg.train`` with its ``dim_weights`` (one per ``cfg.dims``) cut to the sizes the student has: the
+    sizes above a narrow teacher's width are dropped, and their weights with them."""
+    weights = cfg.train.dim_weights
+    if weights is None:
+        return cfg.train
+    import dataclasses
+
+    by_size = dict(zip(cfg.dims, weights))
+    return dataclasses.replace(cfg.train, dim_weights=tuple(by_size[d] for d in dims))
+
+
 def holdout_size(n: int, holdout: int | None) -> int:
     """Texts held out of ``n`` (default: 10%, at most 1000).
 
@@ -340,7 +352,7 @@ def train(cfg, resume: bool = False) -> dict:
     if view is not None:
         dataset = TrainSet(tokens, view, train_idx, static=cfg.student == "static",
                            token_targets=meta["kind"] == TargetKind.TOKEN.value, pad_id=config.pad_id)
-        trainer = Trainer(student, dataset, cfg.train, out, pca, device=cfg.device,
+        trainer = Trainer(student, dataset, _train_config(cfg, student.dims), out, pca, device=cfg.device,
                           extra_terms=hierarchy.terms if hierarchy else None)
         result = trainer.fit(resume=resume)
     if state.is_main_process:
