@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 len(sets["all_but_brown"]))
     targets = Path(args.targets_dir)
     evals = {"holdout": sets["holdout"], "brown": sets["brown"], "long": sets["long"]}
-    contextual = any(student_spec(n, extra)[0].get("student", "static") != "static" for n in names)
+    contextual = any(run.get("student", "static") != "static" for run, _ in specs.values())
     label(teacher, TargetKind.TEXT, targets, [t for v in evals.values() for t in v] + sets["train"], batch_size=64)
     if contextual and not args.no_token_targets:
         label(teacher, TargetKind.TOKEN, targets, sets["train"] + sets["holdout"][:200], batch_size=64)

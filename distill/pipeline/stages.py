@@ -24,7 +24,7 @@ import gc
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +67,8 @@ def _train_config(cfg, dims: list[int]):
     weights = cfg.train.dim_weights
     if weights is None:
         return cfg.train
-    import dataclasses
-
     by_size = dict(zip(cfg.dims, weights))
-    return dataclasses.replace(cfg.train, dim_weights=tuple(by_size[d] for d in dims))
+    return replace(cfg.train, dim_weights=tuple(by_size[d] for d in dims))
 
 
 def holdout_size(n: int, holdout: int | None) -> int:
