@@ -187,8 +187,12 @@ def test_load_model_dispatches_on_the_student_marker(tmp_path, monkeypatch, tiny
     from distill.teachers import Teacher
 
     (tmp_path / "distill_student.json").write_text("{}")
-    monkeypatch.setattr(distill, "load", lambda path: ("student", path))
+    monkeypatch.setattr(distill, "load", lambda path, device=None: ("student", path))
     assert load_model(tmp_path) == ("student", tmp_path)
+    run = tmp_path / "run"  # a run folder: its student/ (what README's example session hands around)
+    (run / "student").mkdir(parents=True)
+    (run / "student" / "distill_student.json").write_text("{}")
+    assert load_model(run) == ("student", run / "student")
     assert isinstance(load_model(tiny_bert_dir), Teacher)
 
 

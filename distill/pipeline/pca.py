@@ -59,6 +59,15 @@ class PCARotation:
             return (1 / np.sqrt(self.explained + 1e-8)).astype(np.float32)
         return np.full(len(self.explained), 1 / self.scale, dtype=np.float32)
 
+    def fingerprint(self) -> str:
+        """``pca-<16 hex>``: a hash of everything the rotation does, the name of the space it makes."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for a in (self.components, self.mean, self.factors()):
+            h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+        return "pca-" + h.hexdigest()[:16]
+
     def save(self, path: str | Path) -> None:
         np.savez(path, components=self.components, explained=self.explained, mean=self.mean,
                  whiten=np.array(self.whiten), scale=np.array(self.scale))

@@ -242,6 +242,7 @@ def prepare(cfg) -> None:
     else:
         pca = PCARotation.fit(vocab.pooled, center=cfg.pca_center, whiten=cfg.whiten)
     pca.save(out / "pca.npz")
+    config.space = pca.fingerprint()  # the space the student's vectors share with the teacher's rotated ones
     seconds["pca"] = time.perf_counter() - t1
 
     # token ids of every text: the teacher's own (token targets are aligned to them) or the student tokenizer's

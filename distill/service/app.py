@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 import distill
 from distill.index.models import model_identity
-from distill.service.embedder import INPUT_TYPE_PROMPTS, Batcher, Embedder, input_type_prompt
+from distill.service.embedder import Batcher, Embedder
 from distill.service.errors import APIError, install_error_handlers
 from distill.service.metrics import Metrics
 from distill.service.middleware import GuardMiddleware
@@ -24,6 +24,7 @@ from distill.service.schemas import EmbeddingRequest, SearchRequest
 from distill.service.searcher import Searcher
 from distill.service.settings import ServiceSettings
 from distill.students import Student, load_student
+from distill.students.base import INPUT_TYPE_PROMPTS, input_type_prompt
 from distill.students.long import LongTextError, Plan
 
 logger = logging.getLogger("distill.service")

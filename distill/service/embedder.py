@@ -25,24 +25,6 @@ from distill.students.long import Plan, plan_ids, plan_texts
 
 logger = logging.getLogger("distill.service")
 
-# the prompt names each ``input_type`` stands for, first found wins ("passage": E5's name for documents)
-INPUT_TYPE_PROMPTS = {"query": ("query",), "document": ("document", "passage")}
-
-
-def input_type_prompt(prompts: dict[str, str], input_type: str) -> str | None:
-    """The prompt text ``input_type`` puts before a text, or None when the model has no prompt of that kind.
-
-    A model that prompts its queries but names no document prompt (bge, arctic-embed, mxbai: documents
-    go bare) embeds documents without a prompt.
-    """
-    for name in INPUT_TYPE_PROMPTS[input_type]:
-        if name in prompts:
-            return prompts[name]
-    if input_type == "document" and "query" in prompts:
-        return ""
-    return None
-
-
 class Embedder:
     """A student's encode() in three steps, so the batcher can merge the middle one across requests."""
 

@@ -60,6 +60,10 @@ class StudentConfig:
     # static students: whole words of the training corpus added to the tokenizer as rows of their own
     # (--vocab-from-corpus), the last ``corpus_words`` ids of the table
     corpus_words: int = 0
+    # the space the student's vectors live in: the fingerprint of its run's PCA rotation of the teacher
+    # (``pca-<hash>``), shared with the teacher's rotated vectors (distill/pipeline/space.py); None in folders
+    # written before students recorded it
+    space: str | None = None
 
     def __post_init__(self) -> None:
         self.dims = sorted(int(d) for d in self.dims)
@@ -70,6 +74,25 @@ class StudentConfig:
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise DistillError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts "
                                f"({', '.join(map(repr, self.prompts)) or 'none'})")
+
+
+# the prompt names each input type (a query, a document) stands for, first found wins ("passage": E5's name
+# for documents); used by the service's ``input_type`` and by retrieval evaluation
+INPUT_TYPE_PROMPTS = {"query": ("query",), "document": ("document", "passage")}
+
+
+def input_type_prompt(prompts: dict[str, str], input_type: str) -> str | None:
+    """The prompt text ``input_type`` puts before a text, or None when the model has no prompt of that kind.
+
+    A model that prompts its queries but names no document prompt (bge, arctic-embed, mxbai: documents
+    go bare) embeds documents without a prompt.
+    """
+    for name in INPUT_TYPE_PROMPTS[input_type]:
+        if name in prompts:
+            return prompts[name]
+    if input_type == "document" and "query" in prompts:
+        return ""
+    return None
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -98,7 +121,7 @@ class Student(nn.Module):
 
     def identity(self) -> dict:
         return {"kind": self.kind, "dim": self.dim, "dims": self.dims, "teacher": self.config.teacher,
-                "weights": self.fingerprint()}
+                "weights": self.fingerprint(), **({"space": self.config.space} if self.config.space else {})}
 
     def fingerprint(self) -> str:
         import hashlib
