@@ -29,6 +29,8 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Student folder, or
 CorpusOpt = Annotated[Path, typer.Option(help="Corpus: .txt (one text per line), .jsonl, .csv, .parquet.")]
 TextColumnOpt = Annotated[str, typer.Option(help="Column holding the text (jsonl/csv/parquet).")]
 BatchOpt = Annotated[int, typer.Option(help="Texts per encode batch.")]
+SpaceOpt = Annotated[Path | None, typer.Option(help="A run folder: embed with the teacher (--model) in that run's "
+                                               "student space, for queries by its students.")]
 
 
 @index_app.command("build")
@@ -49,16 +51,22 @@ def build(
     precision: Annotated[Precision, typer.Option(help="Stored codes: float32; int8 (per-dim min/max scalar "
                                                       "quantization, 4x smaller); binary (sign bits, Hamming "
                                                       "search, 32x smaller).")] = Precision.FLOAT32,
+    space: SpaceOpt = None,
 ) -> None:
-    """Embed a corpus and build one FAISS index per prefix size, with a docstore and a manifest."""
+    """Embed a corpus and build one FAISS index per prefix size, with a docstore and a manifest.
+
+    With --space RUN and the run's teacher as --model, the documents are the teacher's vectors in the run's
+    student space: the run's students then query the index (asymmetric search).
+    """
     from distill.index.build import build_index
     from distill.models import load_model
 
     texts = _read_texts(corpus, text_column, limit)
-    m = build_index(load_model(model), texts, out, dims=parse_dims(dims), index_type=index_type, spec=model,
-                    batch_size=batch_size, progress=True, overwrite=overwrite, metric=metric, precision=precision)
+    m = build_index(load_model(model, space=space), texts, out, dims=parse_dims(dims), index_type=index_type,
+                    spec=model, batch_size=batch_size, progress=True, overwrite=overwrite, metric=metric,
+                    precision=precision, space_spec=space)
     typer.echo(f"{out}: {m.count} texts, {m.index_type} index at dims {','.join(map(str, m.dims))} "
-               f"({m.metric}, {m.precision})")
+               f"({m.metric}, {m.precision}" + (f", space {m.space}" if m.space else "") + ")")
     for d, r in m.recall_at_10.items():
         typer.echo(f"  dim {d}: recall@10 {r:.3f} against exact search")
 
@@ -84,8 +92,8 @@ def add(
 
     before = Manifest.load(index)
     texts = _read_texts(corpus, text_column)
-    first, count = add_to_index(index, load_model(model or before.model_spec), texts, batch_size=batch_size,
-                                progress=True)
+    first, count = add_to_index(index, load_model(model or before.model_spec, space=before.space_spec), texts,
+                                batch_size=batch_size, progress=True)
     if count == before.count:
         typer.echo(f"{index}: these texts are already its last add (ids {first}..{count - 1}); nothing added, "
                    f"{count} texts in all")
@@ -103,8 +111,8 @@ def query(
                                                     "re-rank at the large one.")] = None,
     shortlist: Annotated[int | None, typer.Option(help="Funnel candidates (default: max(10k, 100)).")] = None,
     queries: Annotated[Path | None, typer.Option(help="File of queries (one per line, or a corpus file).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the one in the manifest).")] = (
-        None),
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Query model (default: the one in the manifest; "
+                                              "for an index of a run's space, that run's student).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     text_column: TextColumnOpt = "text",
 ) -> None:
@@ -119,7 +127,8 @@ def query(
         raise DistillError("give a query text or --queries FILE")
     if dim is not None and funnel:
         raise DistillError("pass either --dim or --funnel, not both")
-    spec = model or Manifest.load(index).model_spec
+    manifest = Manifest.load(index)
+    spec = model or manifest.space_spec or manifest.model_spec  # an asymmetric index: queries by the run's student
     results = query_index(index, texts, load_model(spec), k=k, dim=dim,
                           funnel=Funnel.parse(funnel, shortlist) if funnel else None)
     if json_out:

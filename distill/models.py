@@ -28,6 +28,15 @@ def student_folder(spec: str | Path) -> Path | None:
     return None
 
 
+def run_folder_of(spec: str | Path) -> Path | None:
+    """The run folder a model spec belongs to (a run folder, or the ``student/`` or ``student-init/`` inside
+    one): where its space is defined. None for a bare student folder or a teacher."""
+    for folder in (Path(spec), Path(spec).parent if is_student_folder(spec) else None):
+        if folder is not None and (folder / "pca.npz").is_file() and (folder / "config.json").is_file():
+            return folder
+    return None
+
+
 def load_model(spec: str | Path, space: str | Path | None = None, device=None) -> EmbeddingModel:
     """A run folder (its ``student/``), a student folder (it holds ``distill_student.json``) or a teacher
     spec (alias, HF id, folder).

@@ -191,6 +191,8 @@ SAMPLES: dict[str, tuple[list[str], object]] = {
     "dims": (["--dims", "8,16"], (8, 16)),
     "holdout": (["--holdout", "5"], 5),
     "sts": (["--sts", "pairs.csv"], "pairs.csv"),
+    "retrieval": (["--retrieval", "nfcorpus"], "nfcorpus"),
+    "retrieval_split": (["--retrieval-split", "dev"], "dev"),
     "targets_dir": (["--targets-dir", "cache"], "cache"),
     "pooling": (["--pooling", "cls"], "cls"),
     "layer": (["--layer", "-2"], -2),

@@ -175,5 +175,5 @@ def test_retrieval_scores_per_prefix_and_with_other_documents(tmp_path):
     assert scores["1"]["mrr@10"] < 1.0
     docs = model.encode(task.documents)
     assert retrieval_scores(model, task, [1, 4], documents=docs) == scores
-    with pytest.raises(DistillError, match="do not cover 3 documents at 4 dims"):
+    with pytest.raises(DistillError, match="do not cover 3 documents and 2 queries at 4 dims"):
         retrieval_scores(model, task, [4], documents=docs[:, :2])

@@ -165,13 +165,17 @@ def build_index(model: EmbeddingModel, texts: list[str], out: str | Path, dims: 
                 index_type: IndexType | str = IndexType.AUTO, spec: str | Path | None = None,
                 params: IndexParams = IndexParams(), batch_size: int = 64, progress: bool = False,
                 overwrite: bool = False, metric: Metric | str = Metric.COS,
-                precision: Precision | str = Precision.FLOAT32) -> Manifest:
+                precision: Precision | str = Precision.FLOAT32, space_spec: str | Path | None = None) -> Manifest:
     """Embed ``texts`` with ``model`` and write an index folder at ``out`` (its first generation).
+
+    A model in a space (a student, or a teacher placed in a run's space) records it in the manifest: any
+    model of that space can then query the index (:meth:`Manifest.check_model`).
 
     :param dims: prefix sizes to index (default: the model's ``dims``, or its full width).
     :param spec: how to load the model again for queries (default: its identity's name).
     :param metric: ``cos`` (normalized prefixes) or ``dot`` (raw prefixes, for norms that carry meaning).
     :param precision: ``float32``, ``int8`` (scalar quantization) or ``binary`` (sign bits, Hamming).
+    :param space_spec: the run folder that placed a teacher in its space (``--space``), to load it again for adds.
     :raises CorpusError: no texts. :raises DistillError: bad dims, an existing non-index folder.
     """
     if not texts:
@@ -207,7 +211,8 @@ def build_index(model: EmbeddingModel, texts: list[str], out: str | Path, dims: 
         manifest = Manifest(model=identity, model_spec=model_spec(spec) if spec else str(identity.get("name", "")),
                             dims=dims, count=len(texts), index_type=index_type.value, index_params=used,
                             recall_at_10=recalls, metric=metric.value, precision=precision.value,
-                            chunks=[len(texts)])
+                            chunks=[len(texts)], space=identity.get("space"),
+                            space_spec=model_spec(space_spec) if space_spec else None)
         manifest.save(gen)
         switch_generation(out, gen)  # last: a folder without CURRENT is not an index
     return manifest

@@ -69,13 +69,14 @@ def query_index(folder: str | Path, texts: list[str], model: EmbeddingModel, k: 
     """Embed ``texts`` with ``model`` (checked against the manifest) and return, per text, its ranked hits.
 
     Each result is ``{"query": text, "hits": [{"rank", "score", "id", "text"}, ...]}``.
-    :raises IndexMismatchError: another model than the index was built with, or a dim it does not hold.
+    :raises IndexMismatchError: another model than the index was built with (or, in an index with a space,
+        a model of another space), or a dim it does not hold.
     """
     if not texts:
         raise DistillError("no query texts")
     with IndexFolder(folder) as ix:
         m = ix.manifest
-        m.check_model(model_identity(model))
+        m.check_model(model_identity(model), queries=True)
         if dim is not None:
             m.check_dim(dim)
         xq = embed(model, list(texts), m.width, m.metric, batch_size)

@@ -74,6 +74,10 @@ class Manifest:
     generation: int = 1
     last_add: dict | None = None  # {"first", "count", "sha256"} of the last add: its retry changes nothing
     format: int = FORMAT_VERSION
+    # the space the vectors live in (``pca-<hash>``, a run's rotation of its teacher): any model of that space
+    # may query the index (documents by the teacher, queries by its student); None: the model's own space
+    space: str | None = None
+    space_spec: str | None = None  # the run folder that defines it, to load the documents' model again for adds
 
     @property
     def width(self) -> int:
@@ -103,8 +107,19 @@ class Manifest:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def check_model(self, identity: dict) -> None:
-        """:raises IndexMismatchError: when ``identity`` is not the model the index was built with."""
+    def check_model(self, identity: dict, queries: bool = False) -> None:
+        """:param queries: the model is to encode queries: in an index with a space, any model of that space will do.
+        :raises IndexMismatchError: when ``identity`` is not the model the index was built with (or, for
+            queries, not a model of its space).
+        """
+        if queries and self.space is not None:
+            if identity.get("space") != self.space:
+                raise IndexMismatchError(
+                    f"this index holds vectors in space {self.space} (documents by {describe_identity(self.model)}), "
+                    f"but the query model {describe_identity(identity)} is in space "
+                    f"{identity.get('space') or 'none (it records none)'}; query it with a student of the run "
+                    f"{self.space_spec or 'that made the space'}, or rebuild the index")
+            return
         if identity != self.model:
             raise IndexMismatchError(f"this index was built with {describe_identity(self.model)}, not "
                                      f"{describe_identity(identity)}; query it with the same model or rebuild it")

@@ -44,6 +44,11 @@ def run_command(
     limit: Annotated[int | None, typer.Option(help="Use only the first N texts.", min=1)] = None,
     holdout: Annotated[int | None, typer.Option(help="Texts kept out for evaluation.", min=0)] = None,
     sts: Annotated[Path | None, typer.Option(help="STS pairs file to score at the end.")] = None,
+    retrieval: Annotated[Path | None, typer.Option(help="A BEIR-layout task folder (corpus.jsonl, queries.jsonl, "
+                                                   "qrels/) to score at the end: NDCG@10, recall@100, MRR@10 "
+                                                   "per prefix size, beside the teacher.")] = None,
+    retrieval_split: Annotated[str | None, typer.Option(help="Which qrels/<split>.tsv of --retrieval (default "
+                                                        "test).")] = None,
     text_column: Annotated[str | None, typer.Option(help="Text column of jsonl/csv/parquet corpora.")] = None,
     targets_dir: Annotated[Path | None, typer.Option(help="Teacher target cache (shared by runs).")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.", min=1)] = None,
@@ -134,7 +139,8 @@ def run_command(
              "merge_after": merge_after,
              "layers": tuple(parse_dims(layers, "--layers", least=0)) if layers else None,
              "dims": tuple(parse_dims(dims)) if dims else None, "limit": limit, "holdout": holdout,
-             "sts": str(sts) if sts else None, "text_column": text_column,
+             "sts": str(sts) if sts else None, "retrieval": str(retrieval) if retrieval else None,
+             "retrieval_split": retrieval_split, "text_column": text_column,
              "targets_dir": str(targets_dir) if targets_dir else None, "device": device, "pooling": pooling,
              "layer": layer, "max_length": max_length, "prompt": prompt, "teacher_batch_size": teacher_batch_size,
              "teacher_dtype": teacher_dtype, "width": width, "n_layers": n_layers, "n_heads": n_heads,
@@ -218,6 +224,8 @@ def print_summary(summary: dict, out: Path) -> None:
         sts = summary["sts"]
         console.print(f"STS Spearman x100 at {top} dims: student {sts['student'][top]['spearman']:.1f}, "
                       f"teacher {sts['teacher'][top]['spearman']:.1f}")
+    if "retrieval" in summary:
+        print_retrieval(console, summary["retrieval"])
     words = summary.get("corpus_words")
     if words:
         console.print(f"vocabulary: {words['added']:,} whole words of the corpus added as tokens of their own "
@@ -226,6 +234,27 @@ def print_summary(summary: dict, out: Path) -> None:
         console.print(f"note: {summary['note']}")
     report = out / "report.html"
     console.print(f"run folder: {out}" + (f"; report: {report}" if report.is_file() else ""))
+
+
+def print_retrieval(console, section: dict) -> None:
+    """NDCG@10 per prefix size: the student, its initialisation, its queries against the teacher's documents,
+    the teacher's rotated prefix; and the teacher at full width, the 100% the student is held to."""
+    from rich.table import Table
+
+    teacher_dim, teacher = next(iter(section["teacher"].items()))
+    table = Table(title=f"retrieval on {section['task']} ({section['split']}, {section['queries']} queries): NDCG@10; "
+                        f"the teacher at {teacher_dim} dims: {teacher['ndcg@10']:.3f}", title_justify="left")
+    names = {"student": "student", "init": "initialisation", "asymmetric": "student queries,\nteacher documents",
+             "teacher_rotated": "teacher's PCA prefix"}
+    who = [w for w in names if w in section]
+    table.add_column("dims", justify="right")
+    for w in who:
+        table.add_column(names[w], justify="right")
+    full = max(teacher["ndcg@10"], 1e-9)
+    for d in section["student"]:
+        scores = [section[w][d]["ndcg@10"] for w in who]
+        table.add_row(d, *(f"{x:.3f} ({100 * x / full:.0f}%)" for x in scores))
+    console.print(table)
 
 
 def train_command(
@@ -265,7 +294,8 @@ def export(
 
 
 def embed(
-    model: Annotated[Path, typer.Option(help="Student (or run) folder.")],
+    model: Annotated[str, typer.Option(help="Student (or run) folder; with --space, the run's teacher (alias, "
+                                       "Hugging Face id or folder).")],
     corpus: Annotated[str, typer.Option(help="Texts to embed (any corpus form `distill run` takes).")],
     out: Annotated[Path, typer.Option(help="vecs.npy or vecs.parquet (text + embedding columns).")],
     dim: Annotated[int | None, typer.Option(help="Prefix size (default: full width).")] = None,
@@ -278,8 +308,14 @@ def embed(
     long: Annotated[str, typer.Option(help="truncate: cut long records; chunk: embed them as overlapping windows "
                                       "of the max length, averaged by tokens. Static students have no limit.")
                     ] = "truncate",
+    space: Annotated[Path | None, typer.Option(help="A run folder: embed with its teacher (--model) in the run's "
+                                               "student space (its PCA rotation and scale, prefix sizes, "
+                                               "normalisation), so its students' query vectors search them.")] = None,
 ) -> None:
     """Embed a corpus with a student into .npy or .parquet, row i for record i.
+
+    With --space RUN the texts are embedded by the run's teacher, rotated into the run's student space: a
+    corpus embedded once by the big model, searched by the small model's queries.
 
     An empty record (a blank line, an empty text field) gets a zero vector, so the rows line up with
     the input; their number is reported. The corpus is read and written in chunks: memory stays at a
@@ -298,8 +334,16 @@ def embed(
         raise DistillError(f"--out must end in .npy or .parquet, got {out.name}")
     if long not in {m.value for m in LongMode}:
         raise DistillError(f"--long must be one of {', '.join(m.value for m in LongMode)}, got {long!r}")
-    student = load_student(model, device=resolve_device(device))
-    dim = student.check_dim(dim)
+    if space is not None:
+        from distill.models import load_model
+
+        student = load_model(model, space=space, device=resolve_device(device))
+        if dim is not None and not 0 < dim <= student.dim:
+            raise DistillError(f"--dim must be in 1..{student.dim} in the space of {space}, got {dim}")
+        dim = dim or student.dim
+    else:
+        student = load_student(model, device=resolve_device(device))
+        dim = student.check_dim(dim)
     records = Corpus(corpus, text_column=text_column, keep_empty=True)
     n = sum(1 for _ in records)  # a bad corpus fails here, before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -317,7 +361,9 @@ def embed(
                 block = np.zeros((len(texts), dim), dtype=np.float32)
                 full = [i for i, t in enumerate(texts) if t]
                 n_empty += len(texts) - len(full)
-                if full:
+                if full and space is not None:  # the teacher cuts what passes its max length (it logs how many)
+                    block[full] = student.encode([texts[i] for i in full], dim=dim, batch_size=batch_size)
+                elif full:
                     try:
                         block[full], plan = encode(student, [texts[i] for i in full], dim=dim, batch_size=batch_size,
                                                    long=long, truncate=truncate)

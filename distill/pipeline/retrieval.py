@@ -139,21 +139,70 @@ def search_task(xq: np.ndarray, xb: np.ndarray, task: RetrievalTask, d: int) -> 
     return out
 
 
-def retrieval_scores(model, task: RetrievalTask, dims: list[int], documents=None, batch_size: int = 64,
-                     progress: bool = False) -> dict[str, dict]:
-    """Per prefix size, ``{"ndcg@10", "recall@100", "mrr@10", "queries"}`` of ``model``'s queries against
-    the task's documents.
+def _vectors(who, texts: list[str], input_type: str, batch_size: int, progress: bool) -> np.ndarray:
+    if isinstance(who, np.ndarray):
+        return who
+    return encode_as(who, texts, input_type, batch_size, progress)
 
-    :param documents: who embeds the documents: None (``model`` itself), another model in the same space
-        (the teacher, for asymmetric search), or their vectors already made, (n_docs, >= max(dims)).
-    :raises DistillError: document vectors narrower than the prefix sizes, or of another number of rows.
+
+def retrieval_scores(queries, task: RetrievalTask, dims: list[int], documents=None, batch_size: int = 64,
+                     progress: bool = False) -> dict[str, dict]:
+    """Per prefix size, ``{"ndcg@10", "recall@100", "mrr@10", "queries"}`` of the task's queries against its
+    documents.
+
+    :param queries: the model that embeds the queries, or their vectors already made (nq, >= max(dims)).
+    :param documents: who embeds the documents: None (the query model itself), another model in the same
+        space (the teacher, for asymmetric search), or their vectors already made, (n_docs, >= max(dims)).
+    :raises DistillError: vectors narrower than the prefix sizes, or of another number of rows.
     """
-    xq = encode_as(model, task.queries, "query", batch_size, progress)
-    if isinstance(documents, np.ndarray):
-        xb = documents
-    else:
-        xb = encode_as(documents if documents is not None else model, task.documents, "document", batch_size, progress)
-    if xb.shape[0] != len(task.documents) or min(xb.shape[1], xq.shape[1]) < max(dims):
+    xq = _vectors(queries, task.queries, "query", batch_size, progress)
+    xb = _vectors(queries if documents is None else documents, task.documents, "document", batch_size, progress)
+    if xb.shape[0] != len(task.documents) or xq.shape[0] != len(task.queries) or min(
+            xb.shape[1], xq.shape[1]) < max(dims):
         raise DistillError(f"document vectors {xb.shape} and query vectors {xq.shape} do not cover "
-                           f"{len(task.documents)} documents at {max(dims)} dims")
+                           f"{len(task.documents)} documents and {len(task.queries)} queries at {max(dims)} dims")
     return {str(d): retrieval_metrics(search_task(xq, xb, task, d), task.qrels) for d in dims}
+
+
+def cached_vectors(teacher, texts: list[str], cache: str | Path | None, batch_size: int = 64) -> np.ndarray:
+    """The teacher's raw pooled vectors of ``texts`` (N, D_t), kept under ``cache/retrieval/`` by the
+    teacher's identity and the texts' content: a task's documents are embedded by the teacher once."""
+    import hashlib
+
+    from distill.io import save_npy
+    from distill.pipeline.targets import TargetKind, store_key
+
+    if cache is None:
+        return teacher.embed_texts(texts, batch_size=batch_size, progress=True)
+    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
+    path = Path(cache) / "retrieval" / f"{store_key(teacher.identity(), TargetKind.TEXT)}-{digest}.npy"
+    if path.is_file():
+        x = np.load(path)
+        if x.shape == (len(texts), teacher.dim):
+            return x
+    x = teacher.embed_texts(texts, batch_size=batch_size, progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_npy(path, x)
+    return x
+
+
+def run_retrieval(task: RetrievalTask, split: str, students: dict, teacher, rotate, dims: list[int],
+                  cache: str | Path | None = None, batch_size: int = 64) -> dict:
+    """A run's retrieval section: each student symmetric (its own documents) and asymmetric (the teacher's
+    rotated documents), the teacher's rotated prefixes, and the teacher at its full width.
+
+    :param students: name -> student (``student``, ``init``); only the first is also scored asymmetric.
+    :param rotate: the run's PCA ``transform``: raw teacher vectors -> the student space.
+    """
+    raw_docs = cached_vectors(teacher, task.documents, cache, batch_size)
+    raw_queries = cached_vectors(teacher, task.queries, cache, batch_size)
+    width = max(dims)
+    docs, queries = rotate(raw_docs)[:, :width], rotate(raw_queries)[:, :width]
+    out: dict = {"task": task.name, "split": split, "queries": len(task.queries), "documents": len(task.documents)}
+    for i, (name, student) in enumerate(students.items()):
+        out[name] = retrieval_scores(student, task, dims, batch_size=batch_size)
+        if i == 0:
+            out["asymmetric"] = retrieval_scores(student, task, dims, documents=docs, batch_size=batch_size)
+    out["teacher_rotated"] = retrieval_scores(queries, task, dims, documents=docs)
+    out["teacher"] = retrieval_scores(raw_queries, task, [int(teacher.dim)], documents=raw_docs)
+    return out

@@ -31,6 +31,8 @@ class RunConfig:
     dims: tuple[int, ...] = (32, 64, 128, 256)  # cut to the teacher's width when it is smaller
     holdout: int | None = None  # texts kept out of training for evaluation (default: 10%, at most 1000)
     sts: str | None = None  # an STS pairs file to score at the end
+    retrieval: str | None = None  # a BEIR-layout task folder to score at the end (NDCG@10, recall@100, MRR@10)
+    retrieval_split: str = "test"  # which qrels/<split>.tsv of it
     targets_dir: str = "runs/targets"
     pooling: str | None = None
     layer: int = -1
@@ -183,6 +185,10 @@ def run(cfg: RunConfig, resume: bool = False, until: str = "export") -> dict:
     state = distributed_state(cfg.device)
     out = Path(cfg.out)
     check_corpus(cfg)
+    if cfg.retrieval:  # a bad task folder fails now, not after training
+        from distill.pipeline.retrieval import read_task
+
+        read_task(cfg.retrieval, cfg.retrieval_split)
     if state.is_main_process:
         _prepare_folder(cfg, resume)
     state.wait_for_everyone()

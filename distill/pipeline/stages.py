@@ -421,7 +421,7 @@ def evaluate(cfg) -> dict:
         if _has_student(out / INIT_NAME):
             init = load_student(out / INIT_NAME)
             summary["holdout"]["init"] = agreement(init.encode(held_texts), x_teacher, dims)
-    teacher = run_teacher(cfg) if held_texts or cfg.sts else None
+    teacher = run_teacher(cfg) if held_texts or cfg.sts or cfg.retrieval else None
     if held_texts:
         summary["speed"] = encode_speeds(student, teacher, held_texts[:SPEED_TEXTS])
         summary["size"] = {"student_parameters": sum(p.numel() for p in student.parameters()),
@@ -436,6 +436,14 @@ def evaluate(cfg) -> dict:
 
         summary["sts"] = {"student": sts_scores(student, pairs, dims), "teacher": sts_scores(teacher, pairs, dims),
                           "teacher_rotated": sts_scores(Rotated(), pairs, dims)}
+    if cfg.retrieval:
+        from distill.pipeline.retrieval import read_task, run_retrieval
+
+        students = {"student": student, **({"init": load_student(out / INIT_NAME)} if _has_student(out / INIT_NAME)
+                                           else {})}
+        summary["retrieval"] = run_retrieval(read_task(cfg.retrieval, cfg.retrieval_split), cfg.retrieval_split,
+                                             students, teacher, PCARotation.load(out / "pca.npz").transform, dims,
+                                             cache=cfg.targets_dir, batch_size=cfg.teacher_batch_size)
     if teacher is not None:
         device = teacher.device
         del teacher

@@ -30,11 +30,32 @@ def _print_tables(result: dict) -> None:
         if check not in result:
             continue
         by_model = result[check]
-        table = Table("dims", *[f"{name} {k}" for name in by_model for k in keys], title=check)
+        short = {"ndcg@10": "NDCG@10", "recall@100": "R@100", "mrr@10": "MRR@10"}
+        table = Table("dims", *[f"{name} {short[k]}" for name in by_model for k in keys], title=check)
         for d in sorted({int(d) for rows in by_model.values() for d in rows}):
             table.add_row(str(d), *[_cell(rows[str(d)][k]) if str(d) in rows else "–"
                                     for rows in by_model.values() for k in keys])
         console.print(table)
+
+
+def _print_retrieval(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if "retrieval" not in result:
+        return
+    by_model = {"student": result["retrieval"], **({"teacher": result["retrieval_teacher"]}
+                                                   if "retrieval_teacher" in result else {})}
+    keys = ("ndcg@10", "recall@100", "mrr@10")
+    for task in result["retrieval"]:
+        docs = f", documents by {result['documents_by']}" if "documents_by" in result else ""
+        short = {"ndcg@10": "NDCG@10", "recall@100": "R@100", "mrr@10": "MRR@10"}
+        table = Table("dims", *[f"{name} {short[k]}" for name in by_model for k in keys],
+                      title=f"retrieval: {task} ({result['split']}{docs})")
+        rows = {name: scores[task] for name, scores in by_model.items()}
+        for d in sorted({int(d) for r in rows.values() for d in r}):
+            table.add_row(str(d), *[f"{r[str(d)][k]:.3f}" if str(d) in r else "–" for r in rows.values() for k in keys])
+        Console().print(table)
 
 
 def eval_command(
@@ -47,20 +68,30 @@ def eval_command(
                                                         "(3CosAdd over the vocabulary).")] = None,
     dims: Annotated[str | None, typer.Option(help="Prefix sizes, e.g. 32,64,128 (default: the model's).")] = None,
     teacher: Annotated[str | None, typer.Option("--teacher", "-t", help="Baseline: a teacher alias, HF id or "
-                                                                       "folder, cut to the same sizes.")] = None,
+                                                                       "folder, cut to the same sizes (placed in "
+                                                                       "the student's space when its run is "
+                                                                       "known: the rotated teacher).")] = None,
+    retrieval: Annotated[Path | None, typer.Option(help="A BEIR-layout task folder: corpus.jsonl, queries.jsonl, "
+                                                   "qrels/<split>.tsv; NDCG@10, recall@100, MRR@10.")] = None,
+    split: Annotated[str, typer.Option(help="--retrieval: which qrels/<split>.tsv.")] = "test",
+    documents_by: Annotated[str | None, typer.Option(help="--retrieval: embed the documents with this teacher "
+                                                      "placed in the student's space; the student embeds the "
+                                                      "queries (asymmetric search).")] = None,
+    space: Annotated[Path | None, typer.Option(help="The run folder whose space --teacher and --documents-by are "
+                                               "placed in (default: the model's run, when it is one).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the scores to this JSON file.")] = None,
 ) -> None:
-    """Score a model per prefix size: STS Spearman/Pearson, word-pair similarity, analogy accuracy.
+    """Score a model per prefix size: STS Spearman/Pearson, word-pair similarity, analogy accuracy, retrieval.
 
     Given a run folder and no file to score, runs the run's evaluation stage instead: held-out agreement
-    with the teacher (and the run's --sts) into summary.json, and the report.
+    with the teacher (and the run's --sts and --retrieval) into summary.json, and the report.
     """
-    from distill.models import load_model
-    from distill.report.evaluation import evaluate_model
+    from distill.errors import DistillError
+    from distill.models import load_model, run_folder_of
 
     run_dir = Path(model)
     if (run_dir / "config.json").is_file() and (run_dir / "data" / "meta.json").is_file() and not any(
-            (sts, word_pairs, analogies)):
+            (sts, word_pairs, analogies, retrieval)):
         from distill.pipeline import stages
         from distill.pipeline.run import load_config, write_report_safely
 
@@ -72,12 +103,18 @@ def eval_command(
         typer.echo(f"wrote {run_dir / 'summary.json'}")
         return
 
-    run_student = Path(model) / "student"
-    spec = run_student if (run_student / "distill_student.json").is_file() else model
-    baseline = load_model(teacher) if teacher else None
-    result = evaluate_model(load_model(spec), parse_dims(dims), sts=sts, word_pairs=word_pairs, analogies=analogies,
-                            teacher=baseline)
+    from distill.report.evaluation import evaluate_model
+
+    space = space or run_folder_of(model)
+    if documents_by and space is None:
+        raise DistillError(f"--documents-by places a teacher in the student's space, but {model} is not in a run "
+                           "folder; pass --space RUN (the run the student was trained in)")
+    baseline = load_model(teacher, space=space) if teacher else None
+    docs = (baseline if documents_by == teacher else load_model(documents_by, space=space)) if documents_by else None
+    result = evaluate_model(load_model(model), parse_dims(dims), sts=sts, word_pairs=word_pairs, analogies=analogies,
+                            teacher=baseline, retrieval=retrieval, split=split, documents_by=docs)
     _print_tables(result)
+    _print_retrieval(result)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2))

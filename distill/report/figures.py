@@ -9,7 +9,7 @@ from distill.index.search import normalize_prefix
 from distill.report.data import RunData, TokenSet, term_series
 from distill.report.render import to_png
 
-STUDENT, TEACHER = "#d62728", "#1f77b4"
+STUDENT, TEACHER, ASYMMETRIC = "#d62728", "#1f77b4", "#2ca02c"
 
 
 def _dim_axis(ax, dims: list[int]) -> None:
@@ -26,8 +26,9 @@ def _per_dim(block: dict, key: str) -> tuple[list[int], list[float]]:
 
 
 def quality(data: RunData) -> bytes | None:
-    """Quality against dimension: STS, holdout overlap@10 and token overlap@10, student vs the teacher's own
-    PCA-rotated prefixes (what it is trained to reproduce), with the raw teacher dims cut as a dotted line."""
+    """Quality against dimension: STS, holdout overlap@10, token overlap@10 and retrieval NDCG@10, student vs the
+    teacher's own PCA-rotated prefixes (what it is trained to reproduce), with the raw teacher dims cut as a dotted
+    line, and for retrieval the student's queries against the teacher's documents (asymmetric search)."""
     panels = []
     s = data.summary
 
@@ -50,20 +51,28 @@ def quality(data: RunData) -> bytes | None:
                        {str(r["dim"]): {"overlap": r["overlap"]} for r in rows if r["model"] == "student"},
                        {str(r["dim"]): {"overlap": r["overlap"]} for r in rows if r["model"] == "teacher-prefix"},
                        None, "overlap"))
+    extra: dict[str, list] = {}
+    if "retrieval" in s:  # NDCG@10 of the student, of its queries against the teacher's documents, of the teacher
+        r = s["retrieval"]
+        title = f"retrieval, {r['task']} ({r['split']}): NDCG@10"
+        panels.append((title, r["student"], r["teacher_rotated"], None, "ndcg@10"))
+        extra[title] = [(r["asymmetric"], "student queries, teacher documents", ASYMMETRIC, "^", "--")]
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (title, student, teacher, raw, key) in zip(axes[0], panels):
         lines = [(teacher, "teacher, PCA-rotated prefix" if raw is not None or "word tokens" in title
-                  else "teacher, truncated", TEACHER, "s", "-"),
+                  or "retrieval" in title else "teacher, truncated", TEACHER, "s", "-"),
                  (raw or {}, "teacher, raw dims cut", TEACHER, "x", ":"),
-                 (student, "student", STUDENT, "o", "-")]
+                 (student, "student", STUDENT, "o", "-"), *extra.get(title, [])]
         for block, label, color, marker, style in lines:
             dims, values = _per_dim(block, key)
             if dims:
                 ax.plot(dims, values, marker=marker, color=color, label=label, linestyle=style)
         _dim_axis(ax, sorted({int(d) for d in student} | {int(d) for d in teacher}))
         ax.set_title(title, fontsize=10)
+        if title in extra:
+            ax.legend(fontsize=7)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return to_png(fig)

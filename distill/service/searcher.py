@@ -55,10 +55,11 @@ class Searcher:
 
 
 def open_index(folder: Path, identity: dict) -> IndexFolder:
-    """Open an index folder built with the model of ``identity`` (its manifest check), else raise."""
+    """Open an index folder whose queries the model of ``identity`` may encode (its manifest check: the model
+    it was built with, or one of its space), else raise."""
     ix = IndexFolder(folder)
     try:
-        ix.manifest.check_model(identity)
+        ix.manifest.check_model(identity, queries=True)
     except Exception:
         ix.close()
         raise
