@@ -49,7 +49,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import distill.models
 from test_index_fakes import FakeModel
-distill.models.load_model = lambda spec: FakeModel()
+distill.models.load_model = lambda spec, **_: FakeModel()
 from distill.index_cli import index_app
 index_app(sys.argv[2:], prog_name="distill index")
 """
@@ -110,7 +110,7 @@ def setup(tmp_path_factory, tiny_texts):
     shutil.copytree(base, ref)
     seen: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("distill.models.load_model", lambda spec: model)
+        mp.setattr("distill.models.load_model", lambda spec, **_: model)
         mp.setattr(faults, "maybe_crash", seen.append)
         mp.setattr("distill.io.maybe_crash", seen.append)
         r = CliRunner().invoke(index_app, ["add", "--corpus", str(corpus), "--index", str(ref)])
@@ -122,7 +122,7 @@ def setup(tmp_path_factory, tiny_texts):
 
 
 def rerun_and_check(setup: dict, folder: Path, monkeypatch) -> None:
-    monkeypatch.setattr("distill.models.load_model", lambda spec: setup["model"])
+    monkeypatch.setattr("distill.models.load_model", lambda spec, **_: setup["model"])
     r = CliRunner().invoke(index_app, ["add", "--corpus", str(setup["corpus"]), "--index", str(folder)])
     assert r.exit_code == 0, r.output
     assert "150..199" in r.output and "200 texts in all" in r.output

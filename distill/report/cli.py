@@ -30,8 +30,7 @@ def _print_tables(result: dict) -> None:
         if check not in result:
             continue
         by_model = result[check]
-        short = {"ndcg@10": "NDCG@10", "recall@100": "R@100", "mrr@10": "MRR@10"}
-        table = Table("dims", *[f"{name} {short[k]}" for name in by_model for k in keys], title=check)
+        table = Table("dims", *[f"{name} {k}" for name in by_model for k in keys], title=check)
         for d in sorted({int(d) for rows in by_model.values() for d in rows}):
             table.add_row(str(d), *[_cell(rows[str(d)][k]) if str(d) in rows else "–"
                                     for rows in by_model.values() for k in keys])
