@@ -12,7 +12,9 @@ from distill.cli_utils import handle_errors
 from distill.errors import DistillError
 from distill.index_cli import compare, index_app, query
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: click's plain help, which wraps the help text but never cuts an option's name (rich's
+# table cut `--vocab-from-corpus` to `--vocab-from-cor…` in an 80-column terminal)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Distil big embedding models into small, fast, hierarchical students.")
 
 
@@ -114,6 +116,7 @@ def targets(
             typer.echo(f"{kind.value}: {len(view)} targets in {view.store.folder}")
 
 
+index_app.rich_markup_mode = None  # as for app, above
 app.add_typer(index_app, name="index")
 app.command()(query)
 app.command()(compare)

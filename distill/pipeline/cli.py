@@ -218,7 +218,7 @@ def print_summary(summary: dict, out: Path) -> None:
         console.print(f"student: {size['student_parameters'] / 1e6:.1f}M parameters (teacher "
                       f"{size['teacher_parameters'] / 1e6:.1f}M); {speed['sentences_per_s']:,.0f} sentences/s on "
                       f"{speed['student_device']} against the teacher's {speed['teacher_sentences_per_s']:,.0f} on "
-                      f"{speed['device']}: {speed['speedup']:.0f}x")
+                      f"{speed['device']}: {speedup_text(speed['speedup'])}")
     if "sts" in summary:
         top = str(summary["dims"][-1])
         sts = summary["sts"]
@@ -234,6 +234,11 @@ def print_summary(summary: dict, out: Path) -> None:
         console.print(f"note: {summary['note']}")
     report = out / "report.html"
     console.print(f"run folder: {out}" + (f"; report: {report}" if report.is_file() else ""))
+
+
+def speedup_text(ratio: float) -> str:
+    """``160x``, ``3.4x``, ``0.33x``: two significant figures below 10, so a slower student does not read as 0x."""
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
 def print_retrieval(console, section: dict) -> None:

@@ -58,6 +58,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        from distill.students import STUDENTS
+
+        if self.student not in STUDENTS:  # before any file is written or any text labeled
+            raise DistillError(f"unknown student {self.student!r} (choose from {', '.join(STUDENTS)})")
         weights = self.train.dim_weights
         if weights is not None and len(weights) != len(self.dims):
             raise DistillError(f"{len(weights)} dim weights for {len(self.dims)} prefix sizes "
@@ -189,9 +193,31 @@ def run(cfg: RunConfig, resume: bool = False, until: str = "export") -> dict:
         from distill.pipeline.retrieval import read_task
 
         read_task(cfg.retrieval, cfg.retrieval_split)
+    created = not out.exists()
     if state.is_main_process:
         _prepare_folder(cfg, resume)
     state.wait_for_everyone()
+    try:
+        return _run_stages(cfg, state, resume, until)
+    except BaseException:
+        if created and state.is_main_process:
+            _remove_if_untouched(out)
+        raise
+
+
+def _remove_if_untouched(out: Path) -> None:
+    """Remove a run folder this call created when the run failed before any stage wrote into it (a bad
+    teacher, an interrupted first labeling: the labels live in the target cache, not here)."""
+    import shutil
+
+    files = [p for p in out.rglob("*") if p.is_file()]
+    if all(p == out / "config.json" for p in files):
+        shutil.rmtree(out, ignore_errors=True)
+        logger.info("the run stopped before its first stage wrote anything: removed %s", out)
+
+
+def _run_stages(cfg: RunConfig, state, resume: bool, until: str) -> dict:
+    out = Path(cfg.out)
     if stages.prepared(out) and not stages.student_ready(out) and not (out / "checkpoints").is_dir():
         if stages.read_meta(out).get("corpus_stamp") != stages.corpus_stamp(cfg):  # nothing trained on it yet
             logger.info("the corpus changed since %s was prepared: preparing it again", out)

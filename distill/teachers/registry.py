@@ -56,11 +56,11 @@ def _cached_snapshot(repo_id: str) -> Path | None:
 
 
 def _not_found(spec: str, detail: str) -> TeacherNotFoundError:
-    aliases = ", ".join(TEACHER_ALIASES)
+    offline = ", ".join(str(row["alias"]) for row in list_teachers() if row["offline"]) or "none"
     return TeacherNotFoundError(
         f"teacher {spec!r} not found: {detail}. Pass a local model folder (--teacher /path/to/folder, "
-        f"holding config.json and the weights), an alias available offline ({aliases}; "
-        "see `distill teachers`), or a Hugging Face id already in the cache."
+        f"holding config.json and the weights, e.g. written by save_pretrained), an alias that loads offline "
+        f"now ({offline}; see `distill teachers`), or a Hugging Face id already in the cache."
     )
 
 
