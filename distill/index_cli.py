@@ -6,6 +6,7 @@ They only parse options and call one function of the package; `distill/cli.py` r
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,14 @@ from distill.errors import DistillError
 from distill.index.build import IndexType
 from distill.index.precision import Metric, Precision
 
-index_app = typer.Typer(no_args_is_help=True, help="Build and extend FAISS indexes of a corpus, one per prefix size.")
+
+class Backend(str, Enum):
+    FAISS = "faiss"
+    QDRANT = "qdrant"
+
+
+index_app = typer.Typer(no_args_is_help=True, help="Build, extend and describe indexes of a corpus (FAISS or Qdrant), "
+                        "one per prefix size.")
 
 
 def _read_texts(path: Path, text_column: str, limit: int | None = None) -> list[str]:
@@ -52,16 +60,43 @@ def build(
                                                       "quantization, 4x smaller); binary (sign bits, Hamming "
                                                       "search, 32x smaller).")] = Precision.FLOAT32,
     space: SpaceOpt = None,
+    backend: Annotated[Backend, typer.Option(help="faiss: files in --out; qdrant: a Qdrant collection, one named "
+                                                  "vector per prefix size (local mode inside --out, or --url).")] = (
+        Backend.FAISS),
+    url: Annotated[str | None, typer.Option(help="qdrant: a Qdrant server, e.g. http://localhost:6333 (API key from "
+                                           "QDRANT_API_KEY); --out then holds only the manifest.")] = None,
+    collection: Annotated[str | None, typer.Option(help="qdrant: the collection (default: the --out folder's "
+                                                  "name).")] = None,
+    upsert_batch: Annotated[int, typer.Option(help="qdrant: points per upsert request.")] = 512,
 ) -> None:
-    """Embed a corpus and build one FAISS index per prefix size, with a docstore and a manifest.
+    """Embed a corpus and build one FAISS index per prefix size (or one Qdrant collection with a named vector per
+    prefix size), with a manifest.
 
     With --space RUN and the run's teacher as --model, the documents are the teacher's vectors in the run's
-    student space: the run's students then query the index (asymmetric search).
+    student space: the run's students then query the index (asymmetric search). A Qdrant build killed at any
+    moment finishes when the same command runs again.
     """
     from distill.index.build import build_index
     from distill.models import load_model
 
+    if backend is Backend.FAISS and (url or collection):
+        raise DistillError("--url and --collection are for --backend qdrant")
+    if backend is Backend.QDRANT and index_type is not IndexType.AUTO:
+        raise DistillError("--index-type chooses a FAISS index; Qdrant builds its own (HNSW on a server)")
+    if upsert_batch < 1:
+        raise DistillError("--upsert-batch must be at least 1")
     texts = _read_texts(corpus, text_column, limit)
+    if backend is Backend.QDRANT:
+        from distill.index.qdrant import build_qdrant, qdrant, where
+
+        qdrant()  # a missing qdrant-client is an error before the model loads
+        m = build_qdrant(load_model(model, space=space), texts, out, dims=parse_dims(dims), url=url,
+                         collection=collection, spec=model, batch_size=batch_size, upsert_batch=upsert_batch,
+                         progress=True, overwrite=overwrite, metric=metric, precision=precision, space_spec=space)
+        typer.echo(f"{out}: {m.count} texts in Qdrant collection {m.collection} ({where(out, m.location)}), named "
+                   f"vectors {','.join(f'd{d}' for d in m.dims)} ({m.metric}, {m.precision}"
+                   + (f", space {m.space}" if m.space else "") + ")")
+        return
     m = build_index(load_model(model, space=space), texts, out, dims=parse_dims(dims), index_type=index_type,
                     spec=model, batch_size=batch_size, progress=True, overwrite=overwrite, metric=metric,
                     precision=precision, space_spec=space)
@@ -80,6 +115,7 @@ def add(
         None),
     text_column: TextColumnOpt = "text",
     batch_size: BatchOpt = 64,
+    upsert_batch: Annotated[int, typer.Option(help="qdrant: points per upsert request.")] = 512,
 ) -> None:
     """Append the texts of a corpus to an index without rebuilding it; existing ids do not change.
 
@@ -93,12 +129,36 @@ def add(
     before = Manifest.load(index)
     texts = _read_texts(corpus, text_column)
     first, count = add_to_index(index, load_model(model or before.model_spec, space=before.space_spec), texts,
-                                batch_size=batch_size, progress=True)
+                                batch_size=batch_size, progress=True, upsert_batch=upsert_batch)
     if count == before.count:
         typer.echo(f"{index}: these texts are already its last add (ids {first}..{count - 1}); nothing added, "
                    f"{count} texts in all")
     else:
         typer.echo(f"{index}: added ids {first}..{count - 1}, {count} texts in all")
+
+
+@index_app.command("info")
+@handle_errors
+def info(
+    index: Annotated[Path, typer.Argument(help="Index folder.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
+) -> None:
+    """What an index holds, for either backend: backend, location, count, prefix sizes, metric, precision, model,
+    space and generation."""
+    from distill.index.query import describe_index
+
+    d = describe_index(index)
+    if json_out:
+        typer.echo(json.dumps(d, ensure_ascii=False, indent=2))
+        return
+    for key in ("backend", "location", "collection", "count", "points", "dims", "metric", "precision",
+                "index_type", "model", "model_spec", "space", "space_spec", "generation", "last_add"):
+        if key in d and (d[key] is not None or key == "space"):
+            value = ",".join(map(str, d[key])) if key == "dims" else d[key]
+            typer.echo(f"{key + ':':<12} {'none' if value is None else value}")
+    if d.get("points") is not None and d["points"] != d["count"]:
+        typer.echo(f"note: the collection holds {d['points'] - d['count']} points past the manifest's count (an add "
+                   "under way or killed: run it again); queries do not see them")
 
 
 @handle_errors

@@ -58,17 +58,23 @@ def texts_sha256(texts: list[str]) -> str:
 
 
 def add_to_index(folder: str | Path, model: EmbeddingModel, texts: list[str], batch_size: int = 64,
-                 progress: bool = False) -> tuple[int, int]:
+                 progress: bool = False, upsert_batch: int | None = None) -> tuple[int, int]:
     """Append ``texts`` to an index without rebuilding it; returns (first new id, count after).
 
-    Texts equal to the index's last add are taken as a rerun of it (one that may have been killed
-    after its switch) and add nothing: the result is that add's (first id, count).
+    A Qdrant index (``backend: qdrant``) is extended by :func:`distill.index.qdrant.add_qdrant` (``upsert_batch``:
+    points per upsert request there). Texts equal to the index's last add are taken as a rerun of it (one
+    that may have been killed after its switch) and add nothing: the result is that add's (first id, count).
     :raises IndexMismatchError: ``model`` is not the model the index was built with.
     :raises CorpusError: no texts. :raises DistillError: another command is writing the index.
     """
     if not texts:
         raise CorpusError("no texts to add")
     folder = Path(folder)
+    if Manifest.load(folder).backend == "qdrant":
+        from distill.index.qdrant import add_qdrant
+
+        return add_qdrant(folder, model, texts, batch_size=batch_size, progress=progress,
+                          **({"upsert_batch": upsert_batch} if upsert_batch else {}))
     key = texts_sha256(texts)
     live_generation(folder)  # a clear error for a folder that is no index, before taking its lock
     with writer_lock(folder):

@@ -1,5 +1,6 @@
 # ruff: noqa: E741  (faiss names: D scores, I ids)
-"""Querying an index folder with texts: exact or approximate search at one prefix size, or funnel search."""
+"""Querying an index folder with texts: exact or approximate search at one prefix size, or funnel search;
+FAISS or Qdrant (``open_index`` and ``search_hits`` take either)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from distill.errors import DistillError
-from distill.index.errors import IndexMismatchError
-from distill.index.models import EmbeddingModel, embed, model_identity
+from distill.index.errors import IndexMismatchError, IndexNotFoundError
+from distill.index.models import EmbeddingModel, describe_identity, embed, model_identity
 from distill.index.precision import index_search
 from distill.index.search import funnel_search, prefix
-from distill.index.store import IndexFolder
+from distill.index.store import IndexFolder, Manifest, live_generation
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,53 @@ def search_index(ix: IndexFolder, xq: np.ndarray, k: int = 10, dim: int | None =
     return index_search(ix.index(d), prefix(xq, d, m.metric), k)
 
 
+def open_index(folder: str | Path):
+    """An index folder opened for reading, whatever its backend: an :class:`IndexFolder` (FAISS) or a
+    :class:`~distill.index.qdrant_search.QdrantIndex`. :raises IndexNotFoundError: not an index."""
+    if Manifest.load(folder).backend == "qdrant":
+        from distill.index.qdrant_search import QdrantIndex
+
+        return QdrantIndex(folder)
+    return IndexFolder(folder)
+
+
+def search_hits(ix, xq: np.ndarray, k: int = 10, dim: int | None = None, funnel: Funnel | None = None
+                ) -> list[list[dict]]:
+    """Per query, its ranked hits ``{"rank", "score", "id", "text"}`` from an index of either backend."""
+    if isinstance(ix, IndexFolder):
+        D, I = search_index(ix, xq, k=k, dim=dim, funnel=funnel)
+        docs = ix.docs.get(I)
+    else:  # Qdrant: the funnel is one Query API request, the texts come back as payload
+        D, I, docs = ix.search(xq, k=k, dim=dim, funnel=funnel)
+    return [[{"rank": r + 1, "score": float(s), "id": int(i), "text": docs.get(int(i), "")}
+             for r, (s, i) in enumerate(zip(D[q], I[q], strict=True)) if i >= 0] for q in range(len(I))]
+
+
+def describe_index(folder: str | Path) -> dict:
+    """What ``distill index info`` shows: backend, location, count, prefix sizes, metric, precision, model,
+    space, generation (and, for Qdrant, the points in the collection now).
+    :raises IndexNotFoundError: not an index, with what to do (an interrupted Qdrant build: run it again)."""
+    folder = Path(folder)
+    pending = folder / "qdrant-pending.json"
+    if pending.is_file() and not (folder / "CURRENT").is_file():
+        raise IndexNotFoundError(f"{folder} holds an interrupted Qdrant build; run the same `distill index build` "
+                                 "command again to finish it")
+    gen = live_generation(folder)
+    m = Manifest.read(gen)
+    info = {"path": str(folder), "backend": m.backend, "count": m.count, "dims": m.dims, "metric": m.metric,
+            "precision": m.precision, "index_type": m.index_type, "model": describe_identity(m.model),
+            "model_spec": m.model_spec, "space": m.space, "space_spec": m.space_spec, "generation": m.generation,
+            "last_add": m.last_add}
+    if m.backend == "qdrant":
+        from distill.index.qdrant import live_count, where
+
+        info.update(location=where(folder, m.location), collection=m.collection, points=live_count(folder, m),
+                    add_pending=pending.is_file())
+    else:
+        info["location"] = str(gen)
+    return info
+
+
 def query_index(folder: str | Path, texts: list[str], model: EmbeddingModel, k: int = 10, dim: int | None = None,
                 funnel: Funnel | None = None, batch_size: int = 64) -> list[dict]:
     """Embed ``texts`` with ``model`` (checked against the manifest) and return, per text, its ranked hits.
@@ -74,14 +122,11 @@ def query_index(folder: str | Path, texts: list[str], model: EmbeddingModel, k: 
     """
     if not texts:
         raise DistillError("no query texts")
-    with IndexFolder(folder) as ix:
+    with open_index(folder) as ix:
         m = ix.manifest
         m.check_model(model_identity(model), queries=True)
         if dim is not None:
             m.check_dim(dim)
         xq = embed(model, list(texts), m.width, m.metric, batch_size)
-        D, I = search_index(ix, xq, k=min(k, m.count), dim=dim, funnel=funnel)
-        docs = ix.docs.get(I)
-    return [{"query": text, "hits": [{"rank": r + 1, "score": float(s), "id": int(i), "text": docs[int(i)]}
-                                     for r, (s, i) in enumerate(zip(D[q], I[q], strict=True)) if i >= 0]}
-            for q, text in enumerate(texts)]
+        hits = search_hits(ix, xq, k=min(k, m.count), dim=dim, funnel=funnel)
+    return [{"query": text, "hits": h} for text, h in zip(texts, hits, strict=True)]

@@ -78,6 +78,9 @@ class Manifest:
     # may query the index (documents by the teacher, queries by its student); None: the model's own space
     space: str | None = None
     space_spec: str | None = None  # the run folder that defines it, to load the documents' model again for adds
+    backend: str = "faiss"  # or "qdrant": the vectors in a Qdrant collection (distill/index/qdrant.py), no files here
+    location: str | None = None  # qdrant: the server's URL; None: local mode inside the folder
+    collection: str | None = None  # qdrant: the collection's name
 
     @property
     def width(self) -> int:
@@ -341,6 +344,8 @@ class IndexFolder:
 
     def _open(self, gen: Path) -> None:
         m = Manifest.read(gen)
+        if m.backend != "faiss":
+            raise IndexNotFoundError(f"{self.folder} is a {m.backend} index; open it with distill.index.open_index")
         if not (self.folder / DOCS).is_file():
             raise IndexNotFoundError(f"{self.folder}: {DOCS} is missing; rebuild the index")
         chunks = [np.load(gen / chunk_file(i), mmap_mode="r") for i in range(len(m.chunks))]

@@ -145,7 +145,8 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
         index = None
         if s.searcher is not None:
             m = s.searcher.manifest
-            index = {"path": str(s.searcher.folder), "count": m.count, "dims": m.dims, "index_type": m.index_type}
+            index = {"path": str(s.searcher.folder), "count": m.count, "dims": m.dims, "index_type": m.index_type,
+                     "backend": m.backend}
         return {"status": "ok", "model": s.name, "kind": s.student.kind, "dim": s.student.dim,
                 "dims": s.student.dims, "batching": s.settings.batching, "index": index}
 

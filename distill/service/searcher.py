@@ -1,24 +1,31 @@
 # ruff: noqa: E741  (faiss names: D scores, I ids)
-"""An index folder served from one thread: its SQLite docstore may only be used by the thread that opened it."""
+"""An index folder served from one thread: its SQLite docstore (or Qdrant local mode's storage) may only be used by
+the thread that opened it."""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from distill.index.query import search_index
+from distill.index.query import open_index as open_folder
+from distill.index.query import search_hits
 from distill.index.search import normalize_prefix
-from distill.index.store import IndexFolder, Manifest
+from distill.index.store import Manifest
+
+if TYPE_CHECKING:
+    from distill.index.qdrant_search import QdrantIndex
+    from distill.index.store import IndexFolder
 
 
 class Searcher:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distill-index")
-        self._ix: IndexFolder | None = None
+        self._ix = None  # an IndexFolder (FAISS) or a QdrantIndex
 
     @property
     def manifest(self) -> Manifest:
@@ -42,10 +49,7 @@ class Searcher:
         if ix is None:
             raise RuntimeError("the index is not open")
         xq = normalize_prefix(xq, ix.manifest.width)
-        D, I = search_index(ix, xq, k=min(k, ix.manifest.count), dim=dim)
-        docs = ix.docs.get(I)
-        return [[{"rank": r + 1, "id": int(i), "score": float(s), "text": docs.get(int(i), "")}
-                 for r, (s, i) in enumerate(zip(D[q], I[q])) if i >= 0] for q in range(len(xq))]
+        return search_hits(ix, xq, k=min(k, ix.manifest.count), dim=dim)
 
     async def close(self) -> None:
         if self._ix is not None:
@@ -54,10 +58,10 @@ class Searcher:
         self._executor.shutdown(wait=True)
 
 
-def open_index(folder: Path, identity: dict) -> IndexFolder:
-    """Open an index folder whose queries the model of ``identity`` may encode (its manifest check: the model
-    it was built with, or one of its space), else raise."""
-    ix = IndexFolder(folder)
+def open_index(folder: Path, identity: dict) -> IndexFolder | QdrantIndex:
+    """Open an index folder (FAISS or Qdrant) whose queries the model of ``identity`` may encode (its manifest
+    check: the model it was built with, or one of its space), else raise."""
+    ix = open_folder(folder)
     try:
         ix.manifest.check_model(identity, queries=True)
     except Exception:
