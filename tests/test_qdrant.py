@@ -210,6 +210,37 @@ def test_a_build_killed_anywhere_and_rerun_holds_every_text_once(fault, tmp_path
     assert not (ix / PENDING).exists() and describe_index(ix)["count"] == 60
 
 
+def test_a_build_killed_in_the_middle_of_an_upsert_and_rerun_holds_every_text_once(tmp_path, monkeypatch, corpus):
+    """Not at a crash point: SIGKILL from outside while local mode commits the points of one upsert one by one."""
+    import signal
+    import sqlite3
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(corpus[:80]) + "\n")
+    ix = tmp_path / "ix"
+    args = ["index", "build", "--backend", "qdrant", "--model", "fake", "--corpus", str(docs), "--out", str(ix),
+            "--upsert-batch", "80"]
+    env = {**os.environ, "DISTILL_FAULT_AT": ""}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(TESTS), *args[1:]], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = ix / LOCAL_DIR / "collection" / "ix" / "storage.sqlite"
+    seen, deadline = 0, time.monotonic() + 60
+    while seen < 5 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+        try:
+            with sqlite3.connect(f"file:{storage}?mode=ro", uri=True, timeout=0.1) as conn:
+                seen = conn.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert seen >= 5 and not (ix / "CURRENT").exists()
+    assert len(points(ix)) < 80  # killed inside the one upsert of 80
+    r = cli(monkeypatch, args)
+    assert r.exit_code == 0 and "80 texts" in r.output, r.output
+    assert points(ix) == {i: (t, i) for i, t in enumerate(corpus[:80])}
+
+
 def test_a_rerun_with_other_texts_is_refused(tmp_path, monkeypatch, corpus):
     docs = tmp_path / "docs.txt"
     docs.write_text("\n".join(corpus[:40]) + "\n")

@@ -345,7 +345,8 @@ class IndexFolder:
     def _open(self, gen: Path) -> None:
         m = Manifest.read(gen)
         if m.backend != "faiss":
-            raise IndexNotFoundError(f"{self.folder} is a {m.backend} index; open it with distill.index.open_index")
+            raise IndexNotFoundError(f"{self.folder} is a {m.backend} index; open it with "
+                                     "distill.index.query.open_index")
         if not (self.folder / DOCS).is_file():
             raise IndexNotFoundError(f"{self.folder}: {DOCS} is missing; rebuild the index")
         chunks = [np.load(gen / chunk_file(i), mmap_mode="r") for i in range(len(m.chunks))]
