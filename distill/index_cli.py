@@ -58,7 +58,8 @@ def build(
                                                 "models whose vector norms carry meaning.")] = Metric.COS,
     precision: Annotated[Precision, typer.Option(help="Stored codes: float32; int8 (per-dim min/max scalar "
                                                       "quantization, 4x smaller); binary (sign bits, Hamming "
-                                                      "search, 32x smaller).")] = Precision.FLOAT32,
+                                                      "search, 32x smaller); with qdrant, its scalar or "
+                                                      "binary quantization, rescored.")] = Precision.FLOAT32,
     space: SpaceOpt = None,
     backend: Annotated[Backend, typer.Option(help="faiss: files in --out; qdrant: a Qdrant collection, one named "
                                                   "vector per prefix size (local mode inside --out, or --url).")] = (

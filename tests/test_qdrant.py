@@ -284,6 +284,80 @@ def test_an_add_killed_is_invisible_then_completed_by_a_rerun(built, tmp_path, m
     assert len(got) == N + 55 and [got[N + 50 + i][0] for i in range(5)] == corpus[:5]
 
 
+@pytest.fixture
+def fake_server(tmp_path, monkeypatch):
+    """``--url`` served by a local-mode store standing in for a server (the code takes its server paths)."""
+    import distill.index.qdrant as qd
+    import distill.index.qdrant_search as qs
+
+    real, store, urls = qd.connect, tmp_path / "server", []
+
+    def connect(folder, url):
+        urls.append(url)
+        return real(store, None) if url else real(folder, None)
+
+    monkeypatch.setattr(qd, "connect", connect)
+    monkeypatch.setattr(qs, "connect", connect)
+    return lambda: real(store, None), urls
+
+
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
+def test_a_server_index_keeps_only_its_manifest_in_the_folder(fake_server, tmp_path, monkeypatch, corpus):
+    server, urls = fake_server
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(corpus[:40]) + "\n")
+    url = "http://qdrant.example:6333"
+    args = ["index", "build", "--backend", "qdrant", "--url", url, "--collection", "docs", "--model", "fake",
+            "--corpus", str(docs), "--out", str(tmp_path / "ix")]
+    r = cli(monkeypatch, args)
+    assert r.exit_code == 0 and f"collection docs ({url})" in r.output, r.output
+    assert set(urls) == {url}
+    assert sorted(p.name for p in (tmp_path / "ix").iterdir()) == [".lock", "CURRENT", "gen-000001"]
+    info = describe_index(tmp_path / "ix")
+    assert info["location"] == url and info["collection"] == "docs" and info["points"] == 40
+    assert info["index_type"] == "hnsw"
+    more = tmp_path / "more.txt"
+    more.write_text("\n".join(corpus[40:50]) + "\n")
+    r = cli(monkeypatch, ["index", "add", "--corpus", str(more), "--index", str(tmp_path / "ix")])
+    assert r.exit_code == 0 and "added ids 40..49, 50 texts in all" in r.output, r.output
+    with open_index(tmp_path / "ix") as q:  # a server is always asked for rows below the manifest's count
+        assert q._filter is not None
+        _, I, texts = q.search(FakeModel().encode([corpus[45]]), k=3, funnel=Funnel(8, 32, shortlist=20))
+        assert I[0, 0] == 45 and texts[45] == corpus[45]
+    # the collection is on the server: another folder may not take it over, --overwrite replaces it
+    other = [*args[:-1], str(tmp_path / "ix2")]
+    r = cli(monkeypatch, other)
+    assert r.exit_code == 2 and "collection docs already exists" in r.output and "--overwrite" in r.output
+    r = cli(monkeypatch, [*args, "--overwrite", "--limit", "7"])
+    assert r.exit_code == 0, r.output
+    client = server()
+    try:
+        assert client.count("docs").count == 7
+    finally:
+        client.close()
+
+
+def test_the_api_key_comes_from_qdrant_api_key(monkeypatch, tmp_path):
+    import qdrant_client
+
+    made = []
+    monkeypatch.setattr(qdrant_client, "QdrantClient", lambda **kw: made.append(kw))
+    monkeypatch.setenv("QDRANT_API_KEY", "s3cret")
+    connect(tmp_path, "https://cluster.example:6333")
+    assert made[0]["api_key"] == "s3cret" and made[0]["url"] == "https://cluster.example:6333"
+    assert made[0]["timeout"] <= 30
+
+
+def test_a_server_that_refuses_the_key_says_to_set_it(tmp_path):
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    from distill.index.qdrant import guarded
+
+    with pytest.raises(QdrantError, match="set QDRANT_API_KEY"):
+        with guarded(tmp_path, "http://q:6333"):
+            raise UnexpectedResponse(401, "Unauthorized", b"", None)
+
+
 def test_an_asymmetric_index_records_its_space_and_refuses_other_spaces(tmp_path, corpus):
     class InSpace(FakeModel):
         def __init__(self, name: str, space: str, **kw):

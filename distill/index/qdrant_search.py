@@ -32,6 +32,12 @@ from distill.index.search import prefix
 from distill.index.store import Manifest, live_generation
 
 
+def default_shortlist(k: int) -> int:
+    from distill.index.query import default_shortlist as default  # query.py opens this module: import late
+
+    return default(k)
+
+
 class QdrantIndex:
     """A Qdrant index folder opened for reading: its manifest and a client of its collection.
 
@@ -86,7 +92,7 @@ class QdrantIndex:
             req = {"query": q_large[i].tolist(), "using": vector_name(large), "limit": k,
                    "filter": self._filter, "params": self._params}
             if funnel:
-                shortlist = max(funnel.shortlist or max(10 * k, 100), k)
+                shortlist = max(funnel.shortlist or default_shortlist(k), k)
                 req["prefetch"] = models.Prefetch(query=prefix(xq[i:i + 1], funnel.d_small, m.metric)[0].tolist(),
                                                   using=vector_name(funnel.d_small), limit=shortlist,
                                                   filter=self._filter, params=self._params)
