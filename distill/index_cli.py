@@ -41,6 +41,14 @@ SpaceOpt = Annotated[Path | None, typer.Option(help="A run folder: embed with th
                                                "student space, for queries by its students.")]
 
 
+def _check_backend(manifest) -> None:
+    """A Qdrant index without qdrant-client: the one-line error before a model loads."""
+    if manifest.backend == Backend.QDRANT.value:
+        from distill.index.qdrant import qdrant
+
+        qdrant()
+
+
 @index_app.command("build")
 @handle_errors
 def build(
@@ -128,6 +136,7 @@ def add(
     from distill.models import load_model
 
     before = Manifest.load(index)
+    _check_backend(before)
     texts = _read_texts(corpus, text_column)
     first, count = add_to_index(index, load_model(model or before.model_spec, space=before.space_spec), texts,
                                 batch_size=batch_size, progress=True, upsert_batch=upsert_batch)
@@ -189,6 +198,7 @@ def query(
     if dim is not None and funnel:
         raise DistillError("pass either --dim or --funnel, not both")
     manifest = Manifest.load(index)
+    _check_backend(manifest)
     spec = model or manifest.space_spec or manifest.model_spec  # an asymmetric index: queries by the run's student
     results = query_index(index, texts, load_model(spec), k=k, dim=dim,
                           funnel=Funnel.parse(funnel, shortlist) if funnel else None)

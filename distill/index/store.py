@@ -11,6 +11,9 @@ Layout::
         vectors-000001.npy   (cos: L2-normalized at full width; dot: as the model gave them)
         index-{d}.faiss      one FAISS index per prefix size d (binary indexes: the FAISS binary format)
 
+A Qdrant index (``backend: qdrant``, distill/index/qdrant.py) has ``CURRENT`` and generations too, each holding
+only its manifest: the vectors and texts are in a Qdrant collection.
+
 An `add` builds the next generation beside the live one (earlier chunks hard-linked, one new chunk,
 each FAISS index read, extended and written anew), then replaces ``CURRENT``, then removes the old
 generation: a crash at any point leaves the old index or the new one, and a rerun removes what a
