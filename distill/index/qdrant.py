@@ -38,6 +38,7 @@ from distill.index.precision import Metric, Precision
 from distill.index.search import prefix
 from distill.index.store import (
     CURRENT,
+    LOCK,
     Manifest,
     gen_name,
     is_index_folder,
@@ -249,7 +250,7 @@ def build_qdrant(model: EmbeddingModel, texts: list[str], out: str | Path, dims:
             logger.info("%s already holds this build: nothing to do", out)
             return done
     resume = pending is not None and pending.get("key") == key and not built
-    if out.exists() and any(out.iterdir()) and not resume:
+    if out.exists() and any(p.name != LOCK for p in out.iterdir()) and not resume:
         if not overwrite:
             what = ("holds an interrupted build of other texts or options: run that command again, or pass "
                     "--overwrite" if pending and not built else "exists and is not empty; pass --overwrite or "
@@ -262,11 +263,12 @@ def build_qdrant(model: EmbeddingModel, texts: list[str], out: str | Path, dims:
     out.mkdir(parents=True, exist_ok=True)
     where_ = where(out, url)
     with writer_lock(out), guarded(out, url):
-        save_json(out / PENDING, {"op": "build", "key": key, "count": len(texts), "url": url,
-                                  "collection": collection})
         client = connect(out, url)
         try:
-            if client.collection_exists(collection):
+            exists = client.collection_exists(collection)  # the first request: an unreachable server fails here
+            save_json(out / PENDING, {"op": "build", "key": key, "count": len(texts), "url": url,
+                                      "collection": collection})
+            if exists:
                 if not resume:
                     if not overwrite:
                         raise QdrantError(f"collection {collection} already exists at {where_}: pass --overwrite "
@@ -313,13 +315,16 @@ def _drop_old(out: Path) -> None:
         pending = _pending(out) or {}
         url, collection = pending.get("url"), pending.get("collection")
     if url and collection:
-        with guarded(out, url):
-            client = connect(out, url)
-            try:
-                if client.collection_exists(collection):
-                    client.delete_collection(collection)
-            finally:
-                client.close()
+        try:
+            with guarded(out, url):
+                client = connect(out, url)
+                try:
+                    if client.collection_exists(collection):
+                        client.delete_collection(collection)
+                finally:
+                    client.close()
+        except QdrantError as e:  # the folder is replaced all the same; the old collection stays where it is
+            logger.warning("could not delete the old collection %s: %s", collection, e)
 
 
 def add_qdrant(folder: str | Path, model: EmbeddingModel, texts: list[str], batch_size: int = 64,
