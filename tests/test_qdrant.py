@@ -44,6 +44,17 @@ index_app(sys.argv[2:], prog_name="distill index")
 """
 
 
+SLOW_COMMITS = """
+import time
+from qdrant_client.local.persistence import CollectionPersistence
+_persist = CollectionPersistence.persist
+def _slow(self, point):
+    time.sleep(0.02)
+    _persist(self, point)
+CollectionPersistence.persist = _slow
+"""
+
+
 def overlap(I: np.ndarray, J: np.ndarray, k: int = 10) -> float:
     return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(I, J)]))
 
@@ -221,7 +232,10 @@ def test_a_build_killed_in_the_middle_of_an_upsert_and_rerun_holds_every_text_on
     args = ["index", "build", "--backend", "qdrant", "--model", "fake", "--corpus", str(docs), "--out", str(ix),
             "--upsert-batch", "200"]
     env = {**os.environ, "DISTILL_FAULT_AT": ""}
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(TESTS), *args[1:]], env=env, cwd=ROOT,
+    # each point's commit slowed to 20 ms, so the upsert of 200 lasts about 4 s whatever the machine's load: the
+    # kill lands inside it, not after the build has finished (which a loaded CI machine allowed)
+    slow = SLOW_COMMITS + DRIVER
+    proc = subprocess.Popen([sys.executable, "-c", slow, str(TESTS), *args[1:]], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage = ix / LOCAL_DIR / "collection" / "ix" / "storage.sqlite"
     seen, deadline = 0, time.monotonic() + 60
