@@ -40,17 +40,7 @@ def read_pairs(path: str | Path) -> Pairs:
     if lines and not lines[-1]:
         lines.pop()
     if path.suffix == ".jsonl":
-        rows = []
-        for n, ln in enumerate(lines, start=1):
-            if not ln.strip():
-                continue
-            try:
-                row = json.loads(ln)
-            except json.JSONDecodeError as e:
-                raise DistillError(f"{path}: line {n} is not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise DistillError(f"{path}: line {n} is not a JSON object with sentence1, sentence2, score")
-            rows.append(row)
+        rows = json_records(path, lines, ("sentence1", "sentence2", "score"), require=False)
     elif path.suffix == ".csv" and lines and "sentence1" in lines[0] and "\t" not in lines[0]:
         rows = list(csv.DictReader(lines))
     else:  # STS-B: split on tabs (quotes inside sentences break csv readers)
@@ -70,6 +60,28 @@ def read_pairs(path: str | Path) -> Pairs:
     if not scores:
         raise DistillError(f"{path} holds no pairs")
     return Pairs(first, second, np.asarray(scores, dtype=np.float64))
+
+
+def json_records(path: Path, lines: list[str], fields: tuple[str, ...], require: bool = True) -> list[dict]:
+    """The JSON objects of a .jsonl file's ``lines`` (blank lines skipped).
+
+    :param require: every object must hold ``fields`` (otherwise only objects are checked; missing fields
+        are the caller's error to name).
+    :raises DistillError: a line that is not valid JSON, not an object, or lacks a field.
+    """
+    rows = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DistillError(f"{path}: line {n} is not valid JSON ({e.msg})") from e
+        if not isinstance(row, dict) or (require and any(f not in row for f in fields)):
+            what = "needs the fields" if require and isinstance(row, dict) else "is not a JSON object with"
+            raise DistillError(f"{path}: line {n} {what} {', '.join(fields)}")
+        rows.append(row)
+    return rows
 
 
 def sts_scores(model, pairs: Pairs, dims: list[int | None], batch_size: int = 256) -> dict[str, dict]:

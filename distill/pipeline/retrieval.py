@@ -11,7 +11,6 @@ document with the query's own id is left out of its results, as BEIR leaves it o
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from distill.errors import DistillError
 from distill.index.retrieval import retrieval_metrics
 from distill.index.search import knn, normalize_prefix
+from distill.pipeline.evaluate import json_records
 from distill.students.base import input_type_prompt
 
 TOP_K = 100  # ranked per query: recall@100 needs the top 100
@@ -43,17 +43,7 @@ def _read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
         lines = path.read_bytes().decode("utf-8-sig").split("\n")
     except UnicodeDecodeError as e:
         raise DistillError(f"{path}: not UTF-8 (byte {e.start}); re-encode the file as UTF-8") from e
-    rows = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DistillError(f"{path}: line {n} is not valid JSON ({e.msg})") from e
-        if not isinstance(row, dict) or any(f not in row for f in fields):
-            raise DistillError(f"{path}: line {n} needs the fields {', '.join(fields)}")
-        rows.append(row)
+    rows = json_records(path, lines, fields)
     if not rows:
         raise DistillError(f"{path} holds no records")
     return rows
