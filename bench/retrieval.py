@@ -14,23 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from distill.pipeline.evaluate import read_pairs, sts_scores
 from distill.pipeline.retrieval import cached_vectors, read_task, retrieval_scores
 from distill.pipeline.space import load_space
+from distill.pipeline.stages import texts_per_second
 from distill.students import load_student
 from distill.teachers import load_teacher
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def queries_per_s(encode, texts: list[str]) -> float:
-    encode(texts[:64])
-    t = time.perf_counter()
-    encode(texts)
-    return len(texts) / max(time.perf_counter() - t, 1e-9)
 
 
 def row(name: str, scores: dict, dims: list[int], sts: dict | None, qps: float | None, teacher: float) -> str:
@@ -64,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     raw_docs = cached_vectors(teacher, task.documents, args.cache)
     raw_q = cached_vectors(teacher, task.queries, args.cache)
     full = retrieval_scores(raw_q, task, [teacher.dim], documents=raw_docs)[str(teacher.dim)]["ndcg@10"]
-    teacher_qps = queries_per_s(lambda x: teacher.embed_texts(x), task.queries)
+    teacher_qps = texts_per_second(lambda x: teacher.embed_texts(x), task.queries)
     results: dict = {"task": task.name, "split": args.split, "teacher": {"ndcg@10": full, "queries_per_s": teacher_qps}}
     head = ["model"] + [f"{k} @{d}" for k in ("symmetric", "asymmetric", "teacher rotated") for d in dims]
     lines = [f"NDCG@10 on {task.name} {args.split} ({len(task.queries)} queries, {len(task.documents)} documents); "
@@ -80,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                   "asymmetric": retrieval_scores(student, task, kept, documents=docs[:, :student.dim]),
                   "teacher_rotated": retrieval_scores(q[:, :student.dim], task, kept, documents=docs[:, :student.dim])}
         sts = sts_scores(student, pairs, kept)
-        qps = queries_per_s(lambda x, s=student: s.encode(x), task.queries)
+        qps = texts_per_second(lambda x, s=student: s.encode(x), task.queries)
         name = f"{run.name} ({student.kind})"
         results[name] = {**scores, "sts": sts, "queries_per_s": qps}
         lines.append(row(name, scores, dims, sts, qps, full))
@@ -91,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         m2v, _ = model2vec_student(teacher.source.path, args.model2vec, max(dims))
         scores = {"symmetric": retrieval_scores(m2v, task, dims)}
         sts = sts_scores(m2v, pairs, dims)
-        qps = queries_per_s(lambda x: m2v.encode(x), task.queries)
+        qps = texts_per_second(lambda x: m2v.encode(x), task.queries)
         results["model2vec"] = {**scores, "sts": sts, "queries_per_s": qps}
         lines.append(row("Model2Vec (same teacher)", scores, dims, sts, qps, full))
     print("\n".join(lines))

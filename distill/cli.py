@@ -116,7 +116,6 @@ def targets(
             typer.echo(f"{kind.value}: {len(view)} targets in {view.store.folder}")
 
 
-index_app.rich_markup_mode = None  # as for app, above
 app.add_typer(index_app, name="index")
 app.command()(query)
 app.command()(compare)

@@ -23,7 +23,9 @@ class Backend(str, Enum):
     QDRANT = "qdrant"
 
 
-index_app = typer.Typer(no_args_is_help=True, help="Build, extend and describe indexes of a corpus (FAISS or Qdrant), "
+# rich_markup_mode=None: plain help that never cuts an option name at 80 columns (as distill/cli.py says)
+index_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Build, extend and describe indexes of a corpus (FAISS or Qdrant), "
                         "one per prefix size.")
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-RETRIEVAL_K = (10, 100)  # NDCG@10 and MRR@10 rank the top 10, recall@100 the top 100
-
 
 def query_metrics(ranked: np.ndarray, grades: dict[int, float], k_ndcg: int = 10, k_recall: int = 100,
                   k_mrr: int = 10) -> dict[str, float] | None:

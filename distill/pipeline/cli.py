@@ -343,12 +343,9 @@ def embed(
         from distill.models import load_model
 
         student = load_model(model, space=space, device=resolve_device(device))
-        if dim is not None and not 0 < dim <= student.dim:
-            raise DistillError(f"--dim must be in 1..{student.dim} in the space of {space}, got {dim}")
-        dim = dim or student.dim
     else:
         student = load_student(model, device=resolve_device(device))
-        dim = student.check_dim(dim)
+    dim = student.check_dim(dim)
     records = Corpus(corpus, text_column=text_column, keep_empty=True)
     n = sum(1 for _ in records)  # a bad corpus fails here, before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)

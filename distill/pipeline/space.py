@@ -80,11 +80,17 @@ class TeacherInSpace:
         raw = self.teacher.embed_texts(list(texts), batch_size=batch_size, progress=progress)
         return np.ascontiguousarray(self.space.pca.transform(raw)[:, :self.dim])
 
+    def check_dim(self, dim: int | None) -> int:
+        """``dim`` (default: the full width), as a student's ``check_dim``. :raises DistillError: outside 1..width."""
+        if dim is None:
+            return self.dim
+        if not 0 < dim <= self.dim:
+            raise DistillError(f"dim must be in 1..{self.dim} in the space of {self.space.folder}, got {dim}")
+        return int(dim)
+
     def encode(self, texts: list[str], dim: int | None = None, batch_size: int = 64,
                progress: bool = False) -> np.ndarray:
-        if dim is not None and not 0 < dim <= self.dim:
-            raise DistillError(f"dim must be in 1..{self.dim} in this space, got {dim}")
-        return normalize_prefix(self.embed_texts(texts, batch_size, progress), dim)
+        return normalize_prefix(self.embed_texts(texts, batch_size, progress), self.check_dim(dim))
 
 
 def space_teacher(spec: str | Path, space: Space, device=None) -> TeacherInSpace:

@@ -454,17 +454,19 @@ def evaluate(cfg) -> dict:
     return summary
 
 
+def texts_per_second(encode, texts: list[str], batch_size: int = 64) -> float:
+    """Texts per second of ``encode(texts)``, timed after a warm-up call on its first batch."""
+    encode(texts[:batch_size])
+    t = time.perf_counter()
+    encode(texts)
+    return len(texts) / max(time.perf_counter() - t, 1e-9)
+
+
 def encode_speeds(student, teacher, texts: list[str], batch_size: int = 64) -> dict:
     """Sentences per second of the student and of the teacher on the same texts, one after the other on
     the run's device, each after a warm-up batch: the ratio is the speed-up a user of the student sees."""
-    def rate(encode) -> float:
-        encode(texts[:batch_size])
-        t = time.perf_counter()
-        encode(texts)
-        return len(texts) / max(time.perf_counter() - t, 1e-9)
-
-    s = rate(lambda x: student.encode(x, batch_size=batch_size))
-    t = rate(lambda x: teacher.embed_texts(x, batch_size=batch_size))
+    s = texts_per_second(lambda x: student.encode(x, batch_size=batch_size), texts, batch_size)
+    t = texts_per_second(lambda x: teacher.embed_texts(x, batch_size=batch_size), texts, batch_size)
     student_device = str(next(student.parameters()).device)
     return {"texts": len(texts), "device": str(teacher.device), "student_device": student_device, "sentences_per_s": s,
             "teacher_sentences_per_s": t, "speedup": s / t}
