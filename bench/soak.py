@@ -14,8 +14,9 @@
    /v1/models, /metrics, and malformed ones: bodies schemathesis generates from the server's own
    /openapi.json (schema-breaking, and schema-valid but wrong) and hand-written ones (bad JSON, lone
    surrogates, deep nesting, too many inputs, an oversized body, wrong methods and paths).
-3. Capacity: the same clients send one-text /v1/embeddings for a few seconds: answered requests/s.
-4. Overload phase: open loop, one-text /v1/embeddings at ``--overload`` times that rate for
+3. Capacity: the same clients send /v1/embeddings of ``--texts`` texts (default one) for a few seconds:
+   answered requests/s.
+4. Overload phase: open loop, the same requests at ``--overload`` times that rate for
    ``--overload-s`` seconds, over at most ``--overload-connections`` keep-alive connections; a
    request's latency runs from when it was due.
 
@@ -53,7 +54,8 @@ WORDS = ("the cat a dog my neighbour old man young girl teacher our team river s
          "house long bridge an apple quiet garden three letters market strange noise new machine empty room winter "
          "sky blue boat map today in morning before storm with great care near station for first time again and "
          "without word after dinner slowly happily").split()
-DIMS = [16, 32, 64]
+DIMS = [16, 32, 64]  # the served student's nested sizes; main() sets them from --model
+NAME = "tiny"  # the name the server serves it as
 
 
 def build_student(folder: Path, kind: str = "static") -> Path:
@@ -107,7 +109,7 @@ def server_settings(args) -> dict[str, str]:
 
 
 def serve_student(model: Path, index: Path, port: int, log: Path, args) -> subprocess.Popen:
-    return start_server(["--model", str(model), "--index", str(index)], port,
+    return start_server(["--model", str(model), "--index", str(index), "--workers", str(args.workers)], port,
                         {"OMP_NUM_THREADS": "1", **server_settings(args)}, log)
 
 
@@ -315,7 +317,7 @@ def embed_req(rng: random.Random, texts: list[str], vocab_size: int, n: int | No
         inp: object = [[rng.randrange(vocab_size) for _ in range(rng.randint(1, 12))] for _ in range(n)]
     else:
         inp = rng.sample(texts, n)
-    body = {"input": inp, "model": rng.choice(["tiny", None])}
+    body = {"input": inp, "model": rng.choice([NAME, None])}
     if dim is not None:
         body["dimensions"] = dim
     if b64:
@@ -464,6 +466,10 @@ def main() -> None:
     ap.add_argument("--max-pending", type=int, help="Server DISTILL_MAX_PENDING (default: its default).")
     ap.add_argument("--student", choices=["static", "transformer"], default="static",
                     help="The tests' tiny static student, or a small transformer (2 x 256) on the same tokenizer.")
+    ap.add_argument("--model", type=Path, help="Serve this student (a student or run folder) instead of building "
+                    "the tiny one: e.g. the no-argument run's, whose tokenizer and 256 dims are what users serve.")
+    ap.add_argument("--texts", type=int, default=1, help="Texts per request in the capacity and overload phases.")
+    ap.add_argument("--workers", type=int, default=1, help="Server worker processes (distill serve --workers).")
     ap.add_argument("--schema-cases", type=int, help="schemathesis requests to draw from (default 400; quick 100).")
     args = ap.parse_args()
     n_normal = args.requests or (1000 if args.quick else 10_000)
@@ -479,8 +485,14 @@ def main() -> None:
     rng = random.Random(0)
     texts = sentences(2000)
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_student(Path(tmp) / "tiny", args.student)
+        global DIMS, NAME
+        model = args.model or build_student(Path(tmp) / "tiny", args.student)
         student = distill.load(model)
+        if args.model is not None:
+            from distill.models import student_folder
+
+            folder = student_folder(model).resolve()
+            DIMS, NAME = list(student.dims), folder.parent.name if folder.name == "student" else folder.name
         index_texts = sentences(500, seed=1)
         build_index(student, index_texts, Path(tmp) / "index", spec=model)
         port, log = free_port(), Path(tmp) / "server.log"
@@ -504,14 +516,14 @@ def main() -> None:
                 return out
 
             normal, wall = phase("normal", closed_loop(port, reqs, args.clients, timeout))
-            one = (embed_req(rng, texts, vocab, n=1) for _ in iter(int, 1))  # endless
+            one = (embed_req(rng, texts, vocab, n=args.texts) for _ in iter(int, 1))  # endless
             cap_results, cap_wall = phase("capacity", closed_loop(port, one, args.clients, timeout,
                                                                   seconds=capacity_s))
             capacity = sum(r.status == 200 for r in cap_results) / cap_wall
             scrape = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
             over, offered, n_conns = phase("overload", open_loop(
-                port, lambda i: embed_req(rng, texts, vocab, n=1), args.overload * capacity, overload_s, timeout,
-                args.overload_connections))
+                port, lambda i: embed_req(rng, texts, vocab, n=args.texts), args.overload * capacity, overload_s,
+                timeout, args.overload_connections))
             inside = server_latency(scrape, httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text)
             sampler.phase = "after"
             time.sleep(1.0)
@@ -535,7 +547,8 @@ def report(rows, args, capacity, overload_s, cpu, inside, alive, health, after, 
     print(f"\n{args.student} student; server: defaults but {settings}; server and clients on {os.cpu_count()} CPUs")
     print(f"normal: {normal['requests']} requests from {args.clients} clients in {normal['wall']:.1f} s "
           f"({normal['requests'] / normal['wall']:.0f} req/s), statuses {dict(sorted(normal['statuses'].items()))}")
-    print(f"capacity (one-text /v1/embeddings, {args.clients} clients): {capacity:.0f} req/s answered")
+    print(f"capacity ({args.texts}-text /v1/embeddings, {args.clients} clients, {args.workers} workers): "
+          f"{capacity:.0f} req/s answered")
     print(f"overload: {overload_s:g} s, statuses {dict(sorted(over['statuses'].items()))}, 503s by limit "
           f"{dict(over['refusals'])}; inside the server (its /metrics histogram, all answers) p50 <= "
           f"{inside[0]:g} ms, p99 <= {inside[1]:g} ms")

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 import distill
 from distill.index.models import model_identity
+from distill.service.admission import Admission
 from distill.service.embedder import Batcher, Embedder
 from distill.service.errors import APIError, install_error_handlers
 from distill.service.metrics import Metrics
@@ -93,9 +94,10 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
     app = FastAPI(title="distill", version=distill.__version__, lifespan=lifespan,
                   summary="OpenAI-compatible embeddings from hierarchical (Matryoshka) students")
     install_error_handlers(app)
+    admission = Admission(settings.max_concurrent, settings.admission_target_s,
+                          floor=min(2, settings.max_concurrent))
     app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-                       max_concurrent=settings.max_concurrent)
+                       admission=admission, api_key=settings.api_key.get_secret_value() if settings.api_key else None)
     app.state.metrics = metrics
 
     @app.post("/v1/embeddings")
@@ -169,6 +171,12 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one ``--workers`` process: settings from the ``DISTILL_*`` variables the parent set
+    (``uvicorn --factory distill.service.app:app_from_environment`` runs it the same way)."""
+    return create_app(ServiceSettings())
 
 
 def _check_model(s: ServiceState, model: str | None) -> None:

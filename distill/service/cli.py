@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,8 @@ def serve(
                                                     help="Log every request (default on).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... for contextual students (default: "
                                                "best available; static students run on the CPU).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes sharing the port, each with its own "
+                                                "student (default 1): one process uses one core at most.")] = None,
 ) -> None:
     """Serve a student behind an OpenAI-compatible API: /v1/embeddings (with `dimensions`), /v1/search,
     /health, /v1/models, /metrics.
@@ -50,7 +53,7 @@ def serve(
     flags = {"model": model, "index": index, "host": host, "port": port, "model_name": model_name,
              "batching": batching, "max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_inputs": max_inputs,
              "max_input_chars": max_input_chars, "max_body_bytes": max_body_bytes, "access_log": access_log,
-             "device": device}
+             "device": device, "workers": workers}
     try:
         settings = ServiceSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as e:
@@ -66,5 +69,12 @@ def serve(
         from distill.index.models import model_identity
 
         open_index(settings.index, model_identity(student)).close()
-    uvicorn.run(create_app(settings, student=student), host=settings.host, port=settings.port,
-                access_log=settings.access_log, log_level="info")
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings, student=student), host=settings.host, port=settings.port,
+                    access_log=settings.access_log, log_level="info")
+        return
+    del student  # each worker loads its own; this process only supervises them
+    os.environ.update(settings.environment())
+    logger.info("starting %d worker processes", settings.workers)
+    uvicorn.run("distill.service.app:app_from_environment", factory=True, workers=settings.workers,
+                host=settings.host, port=settings.port, access_log=settings.access_log, log_level="info")

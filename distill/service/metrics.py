@@ -40,6 +40,8 @@ class Metrics:
         self.texts_per_second.set_function(self._rate)
         self.in_flight = Gauge("distill_requests_in_flight", "Requests to /v1/embeddings and /v1/search being "
                                "handled", registry=self.registry)
+        self.admission_limit = Gauge("distill_admission_limit", "Requests to /v1/embeddings and /v1/search "
+                                     "taken at once now (past it: 503)", registry=self.registry)
         self._recent: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
 

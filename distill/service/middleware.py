@@ -6,10 +6,11 @@ body past the limit is refused without being parsed (or, when it has a Content-L
 The concurrency limit is the service's front door under overload. The batcher's limits
 (``max_pending``, ``request_timeout_s``) alone never refused at 3x capacity (bench/soak.py): every
 request was read, parsed and tokenized on the one event loop first, the batcher's queue stayed short,
-and the backlog grew in the sockets instead (p99 70 s, not one 503). Past ``max_concurrent`` requests
-in the app, an embeddings or search request is refused here, before its body is read. The HTTP work of
-a refusal remains (about half of what serving a static student costs), so a single process can still
-fall behind when refusing is most of its work: see BENCHMARKS.md, "Service soak".
+and the backlog grew in the sockets instead (p99 70 s, not one 503). Past the admission limit
+(:mod:`distill.service.admission`: at most ``max_concurrent``, less when answers take longer than the
+target latency), an embeddings or search request is refused here, before its body is read. The HTTP
+work of a refusal remains, so a single process can still fall behind when refusing is most of its work:
+then serve with ``--workers``; see BENCHMARKS.md, "Service overload".
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from distill.service.admission import Admission
 from distill.service.errors import error_response
 from distill.service.metrics import Metrics
 
@@ -26,14 +28,14 @@ LIMITED = ("/v1/embeddings", "/v1/search")  # the work; /health, /metrics and /v
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, api_key: str | None = None,
-                 max_concurrent: int | None = None):
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, admission: Admission,
+                 api_key: str | None = None):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.api_key = api_key
-        self.max_concurrent = max_concurrent
-        self.in_flight = 0  # requests to LIMITED paths inside the app (one event loop: no lock needed)
+        self.admission = admission  # requests to LIMITED paths inside the app (one event loop: no lock needed)
+        metrics.admission_limit.set_function(lambda: int(admission.limit))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,7 +58,6 @@ class GuardMiddleware:
                 refusal = self._check_load()
                 admitted = refusal is None
                 if admitted:
-                    self.in_flight += 1
                     self.metrics.in_flight.inc()
             if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
                 body, refusal = await self._read_body(scope, receive)
@@ -67,17 +68,19 @@ class GuardMiddleware:
             else:
                 await self.app(scope, receive, send_status)
         finally:
+            seconds = time.perf_counter() - start
             if admitted:
-                self.in_flight -= 1
+                self.admission.done(seconds, answered=status == 200)
                 self.metrics.in_flight.dec()
-            self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
+            self.metrics.observe_request(scope["path"], status, seconds)
 
     def _check_load(self):
-        if self.max_concurrent is None or self.in_flight < self.max_concurrent:
+        if self.admission.admit():
             return None
-        return error_response(503, f"the server is handling {self.in_flight} requests already (at most "
-                                   f"{self.max_concurrent}); retry shortly", code="overloaded",
-                              headers={"Retry-After": "1"})
+        a = self.admission
+        return error_response(503, f"the server is handling {a.in_flight} requests already (at most "
+                                   f"{int(a.limit)} now, to answer within {a.target_s:g} s); retry shortly",
+                              code="overloaded", headers={"Retry-After": "1"})
 
     def _check_key(self, scope: Scope):
         if self.api_key is None or not scope["path"].startswith(("/v1/", "/docs", "/redoc", "/openapi.json")):

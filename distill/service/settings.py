@@ -22,6 +22,8 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="When set, /v1/* requires `Authorization: Bearer KEY`.")
     access_log: bool = True
+    workers: int = Field(1, ge=1, description="Server processes, each with its own copy of the student, sharing the "
+                         "port: one Python process tokenizes and answers HTTP on one core at most.")
     device: str | None = Field(None, description="Where a contextual student runs: cpu, cuda, cuda:1 (default: "
                                "the best available). Static students run on the CPU.")
 
@@ -34,6 +36,9 @@ class ServiceSettings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a forward pass -> 503.")
     max_concurrent: int = Field(256, ge=1, description="Requests to /v1/embeddings and /v1/search handled at once; "
                                 "past it -> 503 before the body is read, so that an overload is refused cheaply.")
+    target_latency_s: float | None = Field(None, gt=0, description="Under overload, take only as many requests at "
+                                           "once as are answered within this (90th percentile); the rest -> 503 "
+                                           "at once. Default: a quarter of request_timeout_s.")
 
     # limits: a request past one of these is refused, never half-served
     max_inputs: int = Field(2048, ge=1, description="Inputs (or queries) per request -> 413.")
@@ -48,6 +53,22 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"max_pending ({self.max_pending}) must be at least max_inputs ({self.max_inputs}), "
                              "or the largest request allowed could never be served")
         return self
+
+    @property
+    def admission_target_s(self) -> float:
+        return self.target_latency_s if self.target_latency_s is not None else self.request_timeout_s / 4
+
+    def environment(self) -> dict[str, str]:
+        """These settings as ``DISTILL_*`` variables: how ``--workers`` hands them to the worker processes,
+        which build their own ``ServiceSettings()`` from the environment."""
+        out = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            out[f"DISTILL_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return out
 
     @property
     def served_name(self) -> str:
