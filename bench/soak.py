@@ -135,14 +135,22 @@ class RSSSampler(threading.Thread):
         return [mb for p, mb in self.samples if p == phase]
 
 
+def server_processes(pid: int) -> list:
+    """The server and, with --workers, its worker processes (psutil comes with accelerate)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return [proc, *proc.children(recursive=True)]
+
+
 def rss_mb(pid: int) -> float | None:
+    """Resident memory of the server's processes, summed (pages the workers share count once per worker)."""
+    import psutil
+
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        return sum(p.memory_info().rss for p in server_processes(pid)) / 2**20
+    except psutil.Error:
         return None
-    return None
 
 
 # ---- the client ----------------------------------------------------------------------------------------
@@ -199,6 +207,7 @@ class Result:
     seconds: float
     problem: str = ""
     refusal: str = ""  # a 503's message
+    due: float = 0.0  # perf_counter() when the request was due (sent, or meant to be in an open loop)
 
 
 def check(req: Req, status: int, headers: dict, body: bytes) -> str:
@@ -238,13 +247,14 @@ async def send(conn: Connection, req: Req, timeout: float, start: float | None =
                                                        timeout)
     except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
         conn.close()
-        return Result(req.kind, 0, time.perf_counter() - start, f"no answer: {type(e).__name__}")
+        return Result(req.kind, 0, time.perf_counter() - start, f"no answer: {type(e).__name__}", due=start)
     seconds = time.perf_counter() - start
     try:
         problem = check(req, status, headers, body)
     except (ValueError, KeyError, TypeError) as e:
         problem = f"unreadable answer ({e!r}): {body[:200]!r}"
-    return Result(req.kind, status, seconds, problem, body[:120].decode(errors="replace") if status == 503 else "")
+    return Result(req.kind, status, seconds, problem, body[:120].decode(errors="replace") if status == 503 else "",
+                  due=start)
 
 
 async def closed_loop(port: int, reqs, clients: int, timeout: float,
@@ -417,7 +427,7 @@ def summarize(name: str, results: list[Result], rss: list[float], clients: str, 
             "problems": [r for r in results if r.problem], "statuses": Counter(r.status for r in results),
             "refusals": Counter(_reason(r.refusal) for r in results if r.status == 503),
             "p50": pct(ok, 50), "p99": pct(ok, 99), "p50_503": pct(refused, 50), "p99_503": pct(refused, 99),
-            "rss": (rss[0], rss[-1], max(rss)) if rss else (float("nan"),) * 3, **extra}
+            "rss": (rss[0], rss[-1], max(rss)) if rss else (float("nan"),) * 3, "results": results, **extra}
 
 
 def _reason(message: str) -> str:
@@ -446,9 +456,17 @@ def server_latency(before: str, after: str, endpoint: str = "/v1/embeddings") ->
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of the server's processes so far."""
+    import psutil
+
+    total = 0.0
+    for p in server_processes(pid):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def main() -> None:
@@ -582,6 +600,13 @@ def report(rows, args, capacity, overload_s, cpu, inside, alive, health, after, 
     if tracebacks:
         failures.append(f"the server logged {tracebacks} tracebacks; the first:\n"
                         + server_log[server_log.index("Traceback"):][:3000])
+    print("\noverload by second of when requests were due: sent, answered 200, 503, p99 ms of the 200s")
+    start = min(x.due for x in over["results"])
+    for sec in range(int(max(x.due for x in over["results"]) - start) + 1):
+        part = [x for x in over["results"] if sec <= x.due - start < sec + 1]
+        ok = [x.seconds * 1000 for x in part if x.status == 200]
+        print(f"  {sec:3d} s: {len(part):5d} {len(ok):5d} {sum(x.status == 503 for x in part):5d} "
+              f"{np.percentile(ok, 99) if ok else float('nan'):7.0f}")
     whole = [mb for _, mb in sampler.samples]
     for name in ("normal", "overload"):
         rss = sampler.of(name)

@@ -21,36 +21,55 @@ It starts at the ceiling, so an idle server takes a burst whole. Everything runs
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable
 
 
 class Admission:
-    def __init__(self, ceiling: int, target_s: float, floor: int = 2, window_s: float = 0.25):
+    def __init__(self, ceiling: int, target_s: float, floor: int = 2, window_s: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic):
         if not 1 <= floor <= ceiling:
             raise ValueError(f"need 1 <= floor ({floor}) <= ceiling ({ceiling})")
         self.ceiling, self.floor, self.target_s, self.window_s = ceiling, floor, target_s, window_s
+        self.clock = clock
         self.limit = float(ceiling)
-        self.in_flight = 0
+        self._started: dict[int, float] = {}  # in-flight requests by ticket, oldest first: when each was taken
+        self._tickets = itertools.count()
         self._latencies: list[float] = []
         self._reached = False  # the limit refused or was met in this window
-        self._window_start = time.monotonic()
+        self._window_start = self.clock()
 
-    def admit(self) -> bool:
-        """Take a request (True) or refuse it (False); every True must be followed by one :meth:`done`."""
-        if self.in_flight >= int(self.limit):
+    @property
+    def in_flight(self) -> int:
+        return len(self._started)
+
+    def oldest_s(self, now: float | None = None) -> float:
+        """How long the oldest request in flight has been in the server (0 when none is)."""
+        if not self._started:
+            return 0.0
+        return (self.clock() if now is None else now) - next(iter(self._started.values()))
+
+    def admit(self) -> int | None:
+        """Take a request (a ticket to hand to :meth:`done` when it is finished) or refuse it (None): past the
+        limit, or while the oldest request taken has been in the server longer than the target (the queue is
+        already late: the first sign of an overload, before any answer comes back slow)."""
+        now = self.clock()
+        if self.in_flight >= int(self.limit) or self.oldest_s(now) > self.target_s:
             self._reached = True
-            return False
-        self.in_flight += 1
+            return None
+        ticket = next(self._tickets)
+        self._started[ticket] = now
         self._reached |= self.in_flight >= int(self.limit)
-        return True
+        return ticket
 
-    def done(self, seconds: float, answered: bool = True) -> None:
-        """A taken request is finished after ``seconds`` in the server; ``answered``: it got its result (the
-        latencies of refusals and errors say nothing about the load)."""
-        self.in_flight -= 1
+    def done(self, ticket: int, answered: bool = True) -> None:
+        """Request ``ticket`` is finished; ``answered``: it got its result (the latencies of refusals and
+        errors say nothing about the load)."""
+        now = self.clock()
+        seconds = now - self._started.pop(ticket)
         if answered:
             self._latencies.append(seconds)
-        now = time.monotonic()
         if now - self._window_start >= self.window_s:
             self._adjust(now - self._window_start)
             self._window_start = now

@@ -51,13 +51,14 @@ class GuardMiddleware:
             await send(message)
 
         limited = scope["path"] in LIMITED
-        admitted = False
+        ticket = None
         try:
             refusal = self._check_key(scope)
             if refusal is None and limited:
-                refusal = self._check_load()
-                admitted = refusal is None
-                if admitted:
+                ticket = self.admission.admit()
+                if ticket is None:
+                    refusal = self._overloaded()
+                else:
                     self.metrics.in_flight.inc()
             if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
                 body, refusal = await self._read_body(scope, receive)
@@ -68,18 +69,16 @@ class GuardMiddleware:
             else:
                 await self.app(scope, receive, send_status)
         finally:
-            seconds = time.perf_counter() - start
-            if admitted:
-                self.admission.done(seconds, answered=status == 200)
+            if ticket is not None:
+                self.admission.done(ticket, answered=status == 200)
                 self.metrics.in_flight.dec()
-            self.metrics.observe_request(scope["path"], status, seconds)
+            self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
 
-    def _check_load(self):
-        if self.admission.admit():
-            return None
+    def _overloaded(self):
         a = self.admission
-        return error_response(503, f"the server is handling {a.in_flight} requests already (at most "
-                                   f"{int(a.limit)} now, to answer within {a.target_s:g} s); retry shortly",
+        return error_response(503, f"the server is handling {a.in_flight} requests already, the oldest for "
+                                   f"{a.oldest_s():.1f} s (it takes {int(a.limit)} at once now, to answer within "
+                                   f"{a.target_s:g} s); retry shortly",
                               code="overloaded", headers={"Retry-After": "1"})
 
     def _check_key(self, scope: Scope):
