@@ -488,6 +488,7 @@ def main() -> None:
                     "the tiny one: e.g. the no-argument run's, whose tokenizer and 256 dims are what users serve.")
     ap.add_argument("--texts", type=int, default=1, help="Texts per request in the capacity and overload phases.")
     ap.add_argument("--workers", type=int, default=1, help="Server worker processes (distill serve --workers).")
+    ap.add_argument("--json", type=Path, help="Also write the phases' figures here (what tests/test_overload.py reads).")
     ap.add_argument("--schema-cases", type=int, help="schemathesis requests to draw from (default 400; quick 100).")
     args = ap.parse_args()
     n_normal = args.requests or (1000 if args.quick else 10_000)
@@ -616,6 +617,11 @@ def report(rows, args, capacity, overload_s, cpu, inside, alive, health, after, 
           f"{whole[-1]:.1f} MB at the end ({len(whole)} samples)")
     print(f"after the overload: process alive {alive}, /health {health!r}, "
           f"{sum(x.status == 200 for x in after)}/{len(after)} embeddings requests answered 200")
+    if args.json is not None:
+        keep = ("phase", "requests", "5xx", "503", "no_answer", "p50", "p99", "p50_503", "p99_503")
+        args.json.write_text(json.dumps({"capacity": capacity, "request_timeout_s": args.request_timeout_s,
+                                         "failures": failures, **{r["phase"]: {k: r[k] for k in keep} for r in rows}},
+                                        indent=1))
     if failures:
         print("\nFAILED:\n" + "\n".join(failures))
         sys.exit(1)

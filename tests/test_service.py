@@ -611,3 +611,49 @@ def test_forward_chunks_cover_every_row_once_within_the_token_budget(tmp_path):
     for c in chunks:
         widest = max(len(seqs[i]) for i in c)
         assert len(c) <= 16 and (len(c) == 1 or len(c) * widest <= 128)
+
+
+def test_workers_serve_the_same_vectors_from_several_processes(student_dir, index_dir, tmp_path):
+    """`distill serve --workers 2`: two processes share the port, each loads the student and the index from the
+    settings the parent hands down (as DISTILL_* variables: the API key among them)."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DISTILL_API_KEY": "k", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "serve", "--model", str(student_dir), "--index",
+                             str(index_dir), "--port", str(port), "--workers", "2", "--no-access-log"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=(tmp_path / "log").open("wb"))
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer k"}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the workers did not start"
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200 and len(
+                        psutil.Process(proc.pid).children()) >= 2:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        want = distill.load(student_dir).encode(TEXTS, dim=32)
+        with httpx.Client(base_url=base, headers=auth, timeout=30) as c:
+            for _ in range(8):  # new connections: the kernel spreads them over the workers
+                with httpx.Client(base_url=base, headers=auth, timeout=30) as fresh:
+                    r = fresh.post("/v1/embeddings", json={"input": TEXTS, "dimensions": 32})
+                    assert r.status_code == 200, r.text
+                    got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+                    np.testing.assert_allclose(got, want, atol=1e-6)
+            assert c.post("/v1/search", json={"query": TEXTS[0], "k": 1}).json()["data"][0]["hits"][0]["text"] \
+                == TEXTS[0]
+            assert httpx.post(f"{base}/v1/embeddings", json={"input": "a"}).status_code == 401  # the key came along
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "Traceback" not in (tmp_path / "log").read_text()
