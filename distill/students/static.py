@@ -66,6 +66,7 @@ class WordCache:
         self.index: dict[str, int] = {}
         self.sums = np.zeros((1024, table.shape[1]), dtype=np.float32)  # grows by doubling
         self.weights = np.zeros(1024, dtype=np.float32)
+        self.counts = np.zeros(1024, dtype=np.int64)  # tokens of each word
         self.special = re.compile("|".join(re.escape(s.lower()) for s in specials)) if specials else None
 
     @classmethod
@@ -87,13 +88,16 @@ class WordCache:
             size = max(2 * len(self.weights), start + len(words))
             self.sums = np.resize(self.sums, (size, self.sums.shape[1]))
             self.weights = np.resize(self.weights, size)
+            self.counts = np.resize(self.counts, size)
         for k, enc in enumerate(self.tokenizer.encode_batch(words, add_special_tokens=False)):
             ids = np.asarray(enc.ids, dtype=np.int64)
             self.sums[start + k] = self.table[ids].sum(0)
             self.weights[start + k] = self.w[ids].sum()
+            self.counts[start + k] = len(ids)
             self.index[words[k]] = start + k
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw vectors (N, D) of ``texts`` and (N,) the number of tokens the tokenizer makes of each."""
         out = np.zeros((len(texts), self.table.shape[1]), dtype=np.float32)
         fallback, rows, word_ids, lengths = [], [], [], []
         index, findall, control, special = self.index, _ASCII_WORD.findall, _ASCII_CONTROL.search, self.special
@@ -115,9 +119,13 @@ class WordCache:
             rows.append(i)
             lengths.append(len(ids))
             word_ids += ids
+        n_tokens = np.zeros(len(texts), dtype=np.int64)
         if rows:
+            starts = np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64)
+            owner = np.repeat(np.arange(len(rows)), lengths)  # the row each word belongs to
+            n_tokens[rows] = np.bincount(owner, weights=self.counts[word_ids], minlength=len(rows)).astype(np.int64)
             flat = torch.from_numpy(np.asarray(word_ids, dtype=np.int64))
-            starts = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64))
+            starts = torch.from_numpy(starts)
             n = len(index)
             summed = F.embedding_bag(flat, torch.from_numpy(self.sums[:n]), starts, mode="sum")  # (B, D)
             norm = F.embedding_bag(flat, torch.from_numpy(self.weights[:n]).unsqueeze(1), starts, mode="sum")
@@ -126,7 +134,8 @@ class WordCache:
             seqs = [e.ids for e in self.tokenizer.encode_batch([texts[i] for i in fallback],
                                                                add_special_tokens=False)]
             out[fallback] = bag_means(self.table, self.w, seqs)
-        return out
+            n_tokens[fallback] = [len(q) for q in seqs]
+        return out, n_tokens
 
 
 class StaticStudent(Student):
@@ -163,11 +172,16 @@ class StaticStudent(Student):
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Raw vectors (N, D) of texts: through the word cache where it applies, else the tokenizer."""
+        return self.embed_texts_counted(texts)[0]
+
+    def embed_texts_counted(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`embed_texts` and (N,) the tokens of each text (what the service reports as usage)."""
         table, w = self._tables()
         if self._words is None or self._words.table is not table:
             self._words = WordCache.for_student(self, table, w)
         if self._words is None:
-            return bag_means(table, w, self.tokenize(texts))
+            seqs = self.tokenize(texts)
+            return bag_means(table, w, seqs), np.array([len(q) for q in seqs], dtype=np.int64)
         return self._words.embed(texts)
 
     def encode(self, texts, dim=None, batch_size: int = 1024, progress: bool = False, prompt_name: str | None = None,
