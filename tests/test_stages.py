@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -263,3 +264,29 @@ def test_dim_weights_follow_the_prefix_sizes_a_narrow_teacher_keeps(tmp_path, ti
                                            "--dim-weights", "1,2,3,4", "--epochs", "1"))
     assert result.exit_code == 0, result.output
     assert built == [([8, 16, 32], [1.0, 2.0, 3.0])]
+
+
+def test_a_fresh_run_reads_the_corpus_three_times_and_a_finished_one_not_at_all(tmp_path, tiny_bert_dir,
+                                                                                tiny_corpus, monkeypatch):
+    """Hashing counts and checks it (no separate check pass), labeling reads it once for what is missing, the
+    token ids once more; a rerun of a prepared run finds everything in the run folder."""
+    from distill.pipeline.corpus import Corpus
+
+    reads = []
+    real = Corpus._raw
+
+    def counted(self):
+        reads.append(self.source)
+        return real(self)
+
+    monkeypatch.setattr(Corpus, "_raw", counted)
+    cfg = RunConfig(out=str(tmp_path / "r"), teacher=str(tiny_bert_dir), corpus=str(tiny_corpus), holdout=20,
+                    dims=(8, 32), targets_dir=str(tmp_path / "targets"))
+    run(cfg, until="targets")
+    assert len(reads) == 3
+    reads.clear()
+    run(cfg, until="targets")
+    assert reads == []
+    reads.clear()
+    run(dataclasses.replace(cfg, out=str(tmp_path / "r2")), until="targets")
+    assert len(reads) == 2  # every text's targets in the cache: hashed and tokenized, nothing labeled

@@ -167,16 +167,6 @@ def write_report_safely(out: Path) -> None:
         logger.warning("could not write the report (rerun `distill plot %s`): %s", out, e)
 
 
-def check_corpus(cfg: RunConfig) -> int:
-    """Read the whole corpus once (cheap next to labeling) so that a bad one fails before any teacher work;
-    returns its number of texts."""
-    if not cfg.corpus:
-        return 0
-    n = sum(1 for _ in Corpus(cfg.corpus, text_column=cfg.text_column, limit=cfg.limit))
-    stages.holdout_size(n, cfg.holdout)
-    return n
-
-
 def run(cfg: RunConfig, resume: bool = False, until: str = "export") -> dict:
     """The main job: the stages in order, each skipped when its output in the run folder is complete.
     Returns the summary written to ``<out>/summary.json`` (empty when ``until`` stops before eval).
@@ -188,7 +178,8 @@ def run(cfg: RunConfig, resume: bool = False, until: str = "export") -> dict:
         raise DistillError(f"unknown stage {until!r} (one of {', '.join(STAGES)})")
     state = distributed_state(cfg.device)
     out = Path(cfg.out)
-    check_corpus(cfg)
+    if cfg.corpus:  # a corpus that does not exist or has an unknown format fails before the folder is made;
+        Corpus(cfg.corpus, text_column=cfg.text_column, limit=cfg.limit)  # its texts are read (once) by prepare
     if cfg.retrieval:  # a bad task folder fails now, not after training
         from distill.pipeline.retrieval import read_task
 

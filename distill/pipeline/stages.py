@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from distill.devices import distributed_state, run_device
 from distill.errors import DistillError
@@ -36,7 +37,7 @@ from distill.io import remove_stale_tmp, save_json, save_text
 from distill.memory import trim_heap
 from distill.pipeline.corpus import Corpus, resolve_source
 from distill.pipeline.pca import PCARotation
-from distill.pipeline.targets import TargetKind, TargetView, VocabTargets, label, vocab_targets
+from distill.pipeline.targets import TargetKind, TargetView, VocabTargets, label, text_keys, vocab_targets
 
 logger = logging.getLogger(__name__)
 PCA_SAMPLE = 200_000  # PCA is fitted on at most this many training targets (a seeded sample)
@@ -177,11 +178,17 @@ def prepare(cfg) -> None:
     out = Path(cfg.out)
     data = data_dir(out)
     corpus = Corpus(cfg.corpus, text_column=cfg.text_column, limit=cfg.limit) if cfg.corpus else None
+    keys = None
+    if corpus is not None:  # the first read: hashes every text and fails on a bad corpus before the teacher loads
+        keys = text_keys(tqdm(corpus, unit="text", desc="reading the corpus", disable=not state.is_main_process,
+                              mininterval=1.0))
+        holdout_size(len(keys), cfg.holdout)
     main = state.is_main_process
     if main:
         data.mkdir(parents=True, exist_ok=True)
         for folder in (out, data):  # temporary files of a run killed mid-write
             remove_stale_tmp(folder)
+    seconds_reading = time.perf_counter() - t0
     teacher = run_teacher(cfg)
     if cfg.student == "conv":  # before any labeling: a teacher it cannot be derived from fails now
         from distill.students.conv import check_teacher
@@ -189,7 +196,7 @@ def prepare(cfg) -> None:
         check_teacher(teacher.model.config.to_dict(), teacher.pooling.value, cfg.merge, cfg.merge_after, cfg.depth,
                       cfg.layers)
     teacher.identity()  # the weights fingerprint, computed (or recalled) here and timed with the load
-    seconds = {"teacher": time.perf_counter() - t0}
+    seconds = {"reading": seconds_reading, "teacher": time.perf_counter() - t0 - seconds_reading}
     dims = _student_dims(cfg.dims, teacher.dim)
     logger.info("teacher %s (%s, %d dims, %s on %s); student %s with dims %s; world size %d", teacher.source.name,
                 teacher.kind.value, teacher.dim, teacher.dtype, teacher.device, cfg.student, dims,
@@ -205,7 +212,7 @@ def prepare(cfg) -> None:
     view = None
     t = time.perf_counter()
     if corpus is not None:
-        view = label(teacher, kind, cfg.targets_dir, corpus, batch_size=cfg.teacher_batch_size)
+        view = label(teacher, kind, cfg.targets_dir, corpus, batch_size=cfg.teacher_batch_size, keys=keys)
     seconds["labeling"] = time.perf_counter() - t
     n = len(view) if view is not None else 0
     n_held = holdout_size(n, cfg.holdout)

@@ -371,11 +371,14 @@ def _label_shard(teacher: Teacher, store: TargetStore, name: str, keys: np.ndarr
 
 
 def label(teacher: Teacher, kind: TargetKind | str, root: str | Path, texts: Iterable[str] | None = None,
-          shard_size: int | None = None, batch_size: int = 64, progress: bool = True) -> TargetView:
+          shard_size: int | None = None, batch_size: int = 64, progress: bool = True,
+          keys: np.ndarray | None = None) -> TargetView:
     """Make sure the store of (``teacher``, ``kind``) under ``root`` holds every text; return their view.
 
     :param texts: a re-iterable sequence of texts (a list or a :class:`~distill.pipeline.corpus.Corpus`):
         it is read twice, once to hash, once to label what is missing. Ignored for ``vocab``.
+    :param keys: ``text_keys(texts)``, when the caller has hashed them already (then ``texts`` is read
+        once, and only up to the last text missing from the store).
     :param shard_size: texts per shard, the unit of resumption (default 4096; 1024 for token targets,
         whose shard is held in memory while it is labeled: ~T x D x 2 bytes a text).
     :raises DistillError: no texts, or shards still missing after labeling.
@@ -391,7 +394,8 @@ def label(teacher: Teacher, kind: TargetKind | str, root: str | Path, texts: Ite
         vocab_ids, strings = teacher.vocab()
         items, keys = vocab_ids.tolist(), vocab_keys(vocab_ids)
     else:
-        keys = text_keys(texts) if texts is not None else np.empty((0, 2), KEY_DTYPE)
+        if keys is None:
+            keys = text_keys(texts) if texts is not None else np.empty((0, 2), KEY_DTYPE)
         if not len(keys):
             raise DistillError(f"{kind.value} targets need a non-empty list of texts")
         items = texts
