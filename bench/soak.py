@@ -110,7 +110,8 @@ def server_settings(args) -> dict[str, str]:
 
 
 def serve_student(model: Path, index: Path, port: int, log: Path, args) -> subprocess.Popen:
-    return start_server(["--model", str(model), "--index", str(index), "--workers", str(args.workers)], port,
+    workers = ["--workers", str(args.workers)] if args.workers > 1 else []  # (a server before --workers: one)
+    return start_server(["--model", str(model), "--index", str(index), *workers], port,
                         {"OMP_NUM_THREADS": "1", **server_settings(args)}, log)
 
 
