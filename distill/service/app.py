@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -48,6 +48,7 @@ class ServiceState:
     batcher: Batcher
     searcher: Searcher | None
     created: int
+    metrics: Metrics
 
 
 def create_app(settings: ServiceSettings, student: Student | None = None) -> FastAPI:
@@ -62,35 +63,14 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if student is not None:
-            model = student
-        else:
-            from distill.devices import resolve_device
-
-            model = await run_in_threadpool(load_student, settings.model, resolve_device(settings.device))
-        embedder = Embedder(model, max_batch=settings.max_batch, max_batch_tokens=settings.max_batch_tokens)
-        batcher = Batcher(embedder.core, max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000,
-                          max_pending=settings.max_pending, timeout_s=settings.request_timeout_s,
-                          merge=settings.batching, on_batch=metrics.observe_batch)
-        searcher = None
-        if settings.index is not None:
-            searcher = Searcher(settings.index)
-            try:
-                await searcher.open(model_identity(model))
-            except BaseException:
-                await searcher.close()
-                raise
-        batcher.start()
-        app.state.service = ServiceState(settings, settings.served_name, model, embedder, batcher, searcher,
-                                         int(time.time()))
-        logger.info("serving %s (%s student, dims %s)%s", settings.served_name, model.kind, model.dims,
-                    f" with index {settings.index}" if searcher else "")
+        s = await _load(settings, student, metrics)
+        app.state.service = s
         try:
             yield
         finally:
-            await batcher.stop()
-            if searcher is not None:
-                await searcher.close()
+            await s.batcher.stop()
+            if s.searcher is not None:
+                await s.searcher.close()
 
     app = FastAPI(title="distill", version=distill.__version__, lifespan=lifespan,
                   summary="OpenAI-compatible embeddings from hierarchical (Matryoshka) students")
@@ -100,85 +80,121 @@ def create_app(settings: ServiceSettings, student: Student | None = None) -> Fas
     app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        admission=admission, api_key=settings.api_key.get_secret_value() if settings.api_key else None)
     app.state.metrics = metrics
-
-    async def _vectors(s: ServiceState, input_: str | list, long: str, truncate: bool, input_type: str | None,
-                       param: str = "input") -> tuple[np.ndarray, Plan]:
-        """Raw full-width vectors (N, width) of a request's inputs, through the batcher, and the plan that says
-        what was cut (its ``n_tokens`` as ``core`` counted them)."""
-        plan = await _plan(s, input_, long, truncate, input_type, param=param)
-        metrics.observe_long(plan.truncated_texts, plan.truncated_tokens, plan.chunked_texts)
-        raw, tokens = await s.batcher.embed(plan.seqs)  # (R, width), (R,)
-        if plan.seqs and isinstance(plan.seqs[0], str):  # a static student's texts: counted by its word cache
-            plan.n_tokens = int(tokens.sum())
-        return plan.combine(raw), plan  # (R, width) rows -> (N, width) texts
-
-    @app.post("/v1/embeddings")
-    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
-        s: ServiceState = request.app.state.service
-        _check_model(s, body.model)
-        dim = _check_dimensions(s.student.dims, body.dimensions)
-        raw, plan = await _vectors(s, body.input, body.long, body.truncate, body.input_type)  # (N, width)
-        if plan.n_texts * dim <= _INLINE_FLOATS:
-            return _embedding_response(raw, dim, body.encoding_format, s.name, plan)
-        return await run_in_threadpool(_embedding_response, raw, dim, body.encoding_format, s.name, plan)
-
-    @app.post("/v1/search")
-    async def search(body: SearchRequest, request: Request) -> JSONResponse:
-        s: ServiceState = request.app.state.service
-        _check_model(s, body.model)
-        if s.searcher is None:
-            raise APIError(404, "no index is loaded: start the server with --index INDEX_DIR", code="no_index")
-        if (body.query is None) == (body.queries is None):
-            raise APIError(422, "pass exactly one of `query` (a text) or `queries` (a list of texts)",
-                           param="query", code="invalid_value")
-        texts = [body.query] if body.query is not None else list(body.queries or [])
-        param = "queries"  # errors name this field for `query` too
-        _check_texts(s.settings, texts, param=param)
-        if not 1 <= body.k <= s.settings.max_k:
-            raise APIError(422, f"k must be between 1 and {s.settings.max_k}, got {body.k}", param="k",
-                           code="invalid_value")
-        dims = s.searcher.manifest.dims
-        dim = body.dimensions if body.dimensions is not None else max(dims)
-        if dim not in dims:
-            raise APIError(400, f"dimensions must be one of {', '.join(map(str, dims))} for this index, got {dim}",
-                           param="dimensions", code="invalid_dimensions")
-        # cut, refused or chunked and counted as /v1/embeddings' inputs are
-        raw, plan = await _vectors(s, texts, body.long, body.truncate, body.input_type, param=param)  # (N, width)
-        hits = await s.searcher.search(raw, body.k, dim)
-        data = [{"index": i, "query": t, "hits": h} for i, (t, h) in enumerate(zip(texts, hits))]
-        return JSONResponse({"object": "list", "model": s.name, "dimensions": dim, "data": data,
-                             "usage": _usage(plan)})
-
-    @app.get("/health")
-    async def health(request: Request) -> dict:
-        s: ServiceState = request.app.state.service
-        index = None
-        if s.searcher is not None:
-            m = s.searcher.manifest
-            index = {"path": str(s.searcher.folder), "count": m.count, "dims": m.dims, "index_type": m.index_type,
-                     "backend": m.backend}
-        return {"status": "ok", "model": s.name, "kind": s.student.kind, "dim": s.student.dim,
-                "dims": s.student.dims, "batching": s.settings.batching, "index": index}
-
-    @app.get("/v1/models")
-    async def models(request: Request) -> dict:
-        s: ServiceState = request.app.state.service
-        prompts = s.student.prompts
-        return {"object": "list", "data": [{"id": s.name, "object": "model", "created": s.created,
-                                            "owned_by": "distill", "dimensions": s.student.dims,
-                                            # None: a static student takes texts of any length
-                                            "max_input_tokens": s.embedder.max_length,
-                                            # what input_type and no input_type put before a text
-                                            "prompts": prompts,
-                                            "default_prompt_name": s.student.config.default_prompt_name,
-                                            "input_types": [t for t in INPUT_TYPE_PROMPTS
-                                                            if input_type_prompt(prompts, t) is not None]}]}
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.include_router(router)
     return app
+
+
+async def _load(settings: ServiceSettings, student: Student | None, metrics: Metrics) -> ServiceState:
+    """The student (loaded unless given), its embedder and running batcher, and the index when there is one."""
+    if student is None:
+        from distill.devices import resolve_device
+
+        student = await run_in_threadpool(load_student, settings.model, resolve_device(settings.device))
+    embedder = Embedder(student, max_batch=settings.max_batch, max_batch_tokens=settings.max_batch_tokens)
+    batcher = Batcher(embedder.core, max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000,
+                      max_pending=settings.max_pending, timeout_s=settings.request_timeout_s,
+                      merge=settings.batching, on_batch=metrics.observe_batch)
+    searcher = None
+    if settings.index is not None:
+        searcher = Searcher(settings.index)
+        try:
+            await searcher.open(model_identity(student))
+        except BaseException:
+            await searcher.close()
+            raise
+    batcher.start()
+    logger.info("serving %s (%s student, dims %s)%s", settings.served_name, student.kind, student.dims,
+                f" with index {settings.index}" if searcher else "")
+    return ServiceState(settings, settings.served_name, student, embedder, batcher, searcher, int(time.time()),
+                        metrics)
+
+
+router = APIRouter()
+
+
+async def _vectors(s: ServiceState, input_: str | list, long: str, truncate: bool, input_type: str | None,
+                   param: str = "input") -> tuple[np.ndarray, Plan]:
+    """Raw full-width vectors (N, width) of a request's inputs, through the batcher, and the plan that says
+    what was cut (its ``n_tokens`` as ``core`` counted them)."""
+    plan = await _plan(s, input_, long, truncate, input_type, param=param)
+    s.metrics.observe_long(plan.truncated_texts, plan.truncated_tokens, plan.chunked_texts)
+    raw, tokens = await s.batcher.embed(plan.seqs)  # (R, width), (R,)
+    if plan.seqs and isinstance(plan.seqs[0], str):  # a static student's texts: counted by its word cache
+        plan.n_tokens = int(tokens.sum())
+    return plan.combine(raw), plan  # (R, width) rows -> (N, width) texts
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    s: ServiceState = request.app.state.service
+    _check_model(s, body.model)
+    dim = _check_dimensions(s.student.dims, body.dimensions)
+    raw, plan = await _vectors(s, body.input, body.long, body.truncate, body.input_type)  # (N, width)
+    if plan.n_texts * dim <= _INLINE_FLOATS:
+        return _embedding_response(raw, dim, body.encoding_format, s.name, plan)
+    return await run_in_threadpool(_embedding_response, raw, dim, body.encoding_format, s.name, plan)
+
+@router.post("/v1/search")
+async def search(body: SearchRequest, request: Request) -> JSONResponse:
+    s: ServiceState = request.app.state.service
+    texts, dim = _search_request(s, body)
+    # cut, refused or chunked and counted as /v1/embeddings' inputs are ("queries" names `query` too)
+    raw, plan = await _vectors(s, texts, body.long, body.truncate, body.input_type, param="queries")  # (N, width)
+    hits = await s.searcher.search(raw, body.k, dim)
+    data = [{"index": i, "query": t, "hits": h} for i, (t, h) in enumerate(zip(texts, hits))]
+    return JSONResponse({"object": "list", "model": s.name, "dimensions": dim, "data": data,
+                         "usage": _usage(plan)})
+
+@router.get("/health")
+async def health(request: Request) -> dict:
+    s: ServiceState = request.app.state.service
+    index = None
+    if s.searcher is not None:
+        m = s.searcher.manifest
+        index = {"path": str(s.searcher.folder), "count": m.count, "dims": m.dims, "index_type": m.index_type,
+                 "backend": m.backend}
+    return {"status": "ok", "model": s.name, "kind": s.student.kind, "dim": s.student.dim,
+            "dims": s.student.dims, "batching": s.settings.batching, "index": index}
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict:
+    s: ServiceState = request.app.state.service
+    prompts = s.student.prompts
+    return {"object": "list", "data": [{"id": s.name, "object": "model", "created": s.created,
+                                        "owned_by": "distill", "dimensions": s.student.dims,
+                                        # None: a static student takes texts of any length
+                                        "max_input_tokens": s.embedder.max_length,
+                                        # what input_type and no input_type put before a text
+                                        "prompts": prompts,
+                                        "default_prompt_name": s.student.config.default_prompt_name,
+                                        "input_types": [t for t in INPUT_TYPE_PROMPTS
+                                                        if input_type_prompt(prompts, t) is not None]}]}
+
+@router.get("/metrics")
+async def prometheus(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+
+def _search_request(s: ServiceState, body: SearchRequest) -> tuple[list[str], int]:
+    """The query texts and the prefix size of a /v1/search request, checked against the limits and the index."""
+    _check_model(s, body.model)
+    if s.searcher is None:
+        raise APIError(404, "no index is loaded: start the server with --index INDEX_DIR", code="no_index")
+    if (body.query is None) == (body.queries is None):
+        raise APIError(422, "pass exactly one of `query` (a text) or `queries` (a list of texts)",
+                       param="query", code="invalid_value")
+    texts = [body.query] if body.query is not None else list(body.queries or [])
+    _check_texts(s.settings, texts, param="queries")  # errors name this field for `query` too
+    if not 1 <= body.k <= s.settings.max_k:
+        raise APIError(422, f"k must be between 1 and {s.settings.max_k}, got {body.k}", param="k",
+                       code="invalid_value")
+    dims = s.searcher.manifest.dims
+    dim = body.dimensions if body.dimensions is not None else max(dims)
+    if dim not in dims:
+        raise APIError(400, f"dimensions must be one of {', '.join(map(str, dims))} for this index, got {dim}",
+                       param="dimensions", code="invalid_dimensions")
+    return texts, dim
 
 
 def app_from_environment() -> FastAPI:
