@@ -123,17 +123,9 @@ def run_command(
     Each stage writes into the run folder and is skipped when its output there is complete; the stages
     also run alone: `distill train RUN`, `distill eval RUN`, `distill export RUN`.
     """
-    import yaml
-
     from distill.pipeline.run import RunConfig, run
 
-    options: dict = {}
-    if config is not None:
-        if not config.is_file():
-            raise DistillError(f"config file {config} does not exist")
-        options = yaml.safe_load(config.read_text()) or {}
-        if not isinstance(options, dict):
-            raise DistillError(f"{config} must hold a mapping of options")
+    options = _config_options(config)
     train = dict(options.pop("train", {}) or {})
     flags = {"teacher": teacher, "corpus": corpus, "student": student, "depth": depth, "merge": merge,
              "merge_after": merge_after,
@@ -155,20 +147,9 @@ def run_command(
                  "branching": tuple(parse_dims(branching, "--branching")) if branching else None,
                  "refresh_every": refresh_every}
     options["hierarchy"] = {**(options.get("hierarchy") or {}), **{k: v for k, v in hierarchy.items() if v is not None}}
-    weights = None
-    if dim_weights:
-        try:
-            weights = tuple(float(w) for w in dim_weights.split(",") if w.strip())
-        except ValueError:
-            raise DistillError(f"--dim-weights takes comma-separated numbers such as 1,1,2, "
-                               f"got {dim_weights!r}") from None
-    growth = None
-    if grow_at:
-        try:
-            growth = tuple(float(g) for g in grow_at.split(",") if g.strip())
-        except ValueError:
-            raise DistillError(f"--grow-at takes comma-separated shares of training or step numbers such as "
-                               f"0.5 or 300,600, got {grow_at!r}") from None
+    weights = _numbers(dim_weights, "--dim-weights takes comma-separated numbers such as 1,1,2")
+    growth = _numbers(grow_at, "--grow-at takes comma-separated shares of training or step numbers such as 0.5 "
+                               "or 300,600")
     train.update({k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                                     "checkpoint_every": checkpoint_every, "dim_weights": weights,
                                     "grad_accum": grad_accum, "warmup_ratio": warmup_ratio,
@@ -186,6 +167,30 @@ def run_command(
     cfg = RunConfig.from_dict({**options, "train": train})
     summary = run(cfg, resume=resume, until=until)
     print_summary(summary, out)
+
+
+def _config_options(config: Path | None) -> dict:
+    """The options of a --config YAML/JSON file (none: no options)."""
+    import yaml
+
+    if config is None:
+        return {}
+    if not config.is_file():
+        raise DistillError(f"config file {config} does not exist")
+    options = yaml.safe_load(config.read_text()) or {}
+    if not isinstance(options, dict):
+        raise DistillError(f"{config} must hold a mapping of options")
+    return options
+
+
+def _numbers(value: str | None, usage: str) -> tuple[float, ...] | None:
+    """A comma-separated list of numbers from a flag (None when the flag is not given)."""
+    if not value:
+        return None
+    try:
+        return tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise DistillError(f"{usage}, got {value!r}") from None
 
 
 def print_summary(summary: dict, out: Path) -> None:
@@ -327,13 +332,10 @@ def embed(
     chunk, whatever its size. A record longer than a contextual student's max length is cut (the cuts
     are counted in the log), refused (--no-truncate) or embedded in windows (--long chunk).
     """
-    import numpy as np
-
     from distill.devices import resolve_device
-    from distill.io import atomic_path
     from distill.pipeline.corpus import Corpus
     from distill.students import load_student
-    from distill.students.long import LongMode, LongTextError, encode
+    from distill.students.long import LongMode
 
     if out.suffix not in (".npy", ".parquet"):
         raise DistillError(f"--out must end in .npy or .parquet, got {out.name}")
@@ -349,61 +351,78 @@ def embed(
     records = Corpus(corpus, text_column=text_column, keep_empty=True)
     n = sum(1 for _ in records)  # a bad corpus fails here, before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
-    n_empty = 0
-    cut = {"texts": 0, "tokens": 0, "chunked": 0}
-    chunk = max(batch_size, 16_384)
+    counts = {"empty": 0, "texts": 0, "tokens": 0, "chunked": 0}  # empty records, and what was cut or chunked
+    blocks = _embedded_blocks(student, records, n, dim, max(batch_size, 16_384), batch_size, long, truncate,
+                              space is not None, corpus, counts)
+    _write_vectors(out, n, dim, blocks)
+    if counts["texts"]:
+        logger.warning("%d of %d records were longer than the student's max length of %d and were cut (%d tokens "
+                       "dropped); --long chunk embeds them whole, --no-truncate refuses them", counts["texts"], n,
+                       student.config.max_length, counts["tokens"])
+    if counts["chunked"]:
+        logger.info("%d of %d records were longer than the student's max length of %d and were embedded in windows",
+                    counts["chunked"], n, student.config.max_length)
+    if counts["empty"]:
+        logger.warning("%d of %d records were empty and got zero vectors (rows still line up with the input)",
+                       counts["empty"], n)
+    typer.echo(f"wrote {n} x {dim} vectors to {out}")
 
-    def vectors():
-        nonlocal n_empty
-        from tqdm.auto import tqdm
 
-        done = 0
-        with tqdm(total=n, unit="text", desc="embed") as bar:
-            for texts in records.chunks(chunk):
-                block = np.zeros((len(texts), dim), dtype=np.float32)
-                full = [i for i, t in enumerate(texts) if t]
-                n_empty += len(texts) - len(full)
-                if full and space is not None:  # the teacher cuts what passes its max length (it logs how many)
-                    block[full] = student.encode([texts[i] for i in full], dim=dim, batch_size=batch_size)
-                elif full:
-                    try:
-                        block[full], plan = encode(student, [texts[i] for i in full], dim=dim, batch_size=batch_size,
-                                                   long=long, truncate=truncate)
-                    except LongTextError as e:
-                        raise DistillError(f"record {done + full[e.index] + 1} of {corpus} has {e.n_tokens} tokens, "
-                                           f"past the student's max length of {e.limit}; leave out --no-truncate "
-                                           "to cut it, or pass --long chunk") from None
-                    cut["texts"] += plan.truncated_texts
-                    cut["tokens"] += plan.truncated_tokens
-                    cut["chunked"] += plan.chunked_texts
-                done += len(texts)
-                bar.update(len(texts))
-                yield texts, block
+def _embedded_blocks(student, records, n: int, dim: int, chunk: int, batch_size: int, long: str, truncate: bool,
+                     in_space: bool, corpus: str, counts: dict):
+    """(texts, (len(texts), dim) vectors) per chunk of ``records``, an empty record a zero row; ``counts``
+    gathers the empty records and what was cut or chunked."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from distill.students.long import LongTextError, encode
+
+    done = 0
+    with tqdm(total=n, unit="text", desc="embed") as bar:
+        for texts in records.chunks(chunk):
+            block = np.zeros((len(texts), dim), dtype=np.float32)
+            full = [i for i, t in enumerate(texts) if t]
+            counts["empty"] += len(texts) - len(full)
+            if full and in_space:  # the teacher cuts what passes its max length (it logs how many)
+                block[full] = student.encode([texts[i] for i in full], dim=dim, batch_size=batch_size)
+            elif full:
+                try:
+                    block[full], plan = encode(student, [texts[i] for i in full], dim=dim, batch_size=batch_size,
+                                               long=long, truncate=truncate)
+                except LongTextError as e:
+                    raise DistillError(f"record {done + full[e.index] + 1} of {corpus} has {e.n_tokens} tokens, "
+                                       f"past the student's max length of {e.limit}; leave out --no-truncate "
+                                       "to cut it, or pass --long chunk") from None
+                counts["texts"] += plan.truncated_texts
+                counts["tokens"] += plan.truncated_tokens
+                counts["chunked"] += plan.chunked_texts
+            done += len(texts)
+            bar.update(len(texts))
+            yield texts, block
+
+
+def _write_vectors(out: Path, n: int, dim: int, blocks) -> None:
+    """Write ``n`` rows of vectors, arriving in blocks, to ``out`` (.npy, or .parquet with the texts), atomically:
+    a killed embed leaves no half-written file under the final name."""
+    import numpy as np
+
+    from distill.io import atomic_path
 
     with atomic_path(out) as tmp:
         if out.suffix == ".npy":
-            with open(tmp, "wb") as f:
-                np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(np.float32).str, "fortran_order": False,
-                                                         "shape": (n, dim)})
-                for _, block in vectors():
-                    f.write(block.tobytes())
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+            x = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))  # rows stream to disk
+            row = 0
+            for _, block in blocks:
+                x[row:row + len(block)] = block
+                row += len(block)
+            x.flush()
+            del x
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-            schema = pa.schema([("text", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for texts, block in vectors():
-                    embedding = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim)
-                    writer.write_table(pa.table({"text": texts, "embedding": embedding}, schema=schema))
-    if cut["texts"]:
-        logger.warning("%d of %d records were longer than the student's max length of %d and were cut (%d tokens "
-                       "dropped); --long chunk embeds them whole, --no-truncate refuses them", cut["texts"], n,
-                       student.config.max_length, cut["tokens"])
-    if cut["chunked"]:
-        logger.info("%d of %d records were longer than the student's max length of %d and were embedded in windows",
-                    cut["chunked"], n, student.config.max_length)
-    if n_empty:
-        logger.warning("%d of %d records were empty and got zero vectors (rows still line up with the input)",
-                       n_empty, n)
-    typer.echo(f"wrote {n} x {dim} vectors to {out}")
+        schema = pa.schema([("text", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for texts, block in blocks:
+                embedding = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim)
+                writer.write_table(pa.table({"text": texts, "embedding": embedding}, schema=schema))
