@@ -227,6 +227,11 @@ def check(req: Req, status: int, headers: dict, body: bytes) -> str:
         return ""
     if status != 200:
         return f"valid {req.kind} answered {status}: {body[:200]!r}"
+    return check_answer(req, body)
+
+
+def check_answer(req: Req, body: bytes) -> str:
+    """'' when a valid request's 200 holds what it asked for, else what is wrong."""
     if req.kind == "embed" and req.light:  # decoding 64 x 256 floats costs the client more than the server
         n = body.count(b'"object":"embedding"')
         return "" if n == req.expect["n"] else f"{n} embeddings, wanted {req.expect['n']}"
@@ -567,6 +572,37 @@ def main() -> None:
     report(rows, args, capacity, overload_s, cpu, inside, alive, health, after, server_log, sampler)
 
 
+def find_failures(rows, args, alive, health, after, server_log) -> list[str]:
+    over = rows[1]
+    failures = []
+    for r in rows:
+        for problem, n in Counter(x.problem for x in r["problems"]).most_common(5):
+            failures.append(f"{r['phase']}: {n} x {problem}")
+        if r["p99"] > args.request_timeout_s * 1000:
+            failures.append(f"{r['phase']}: p99 of answered requests {r['p99']:.0f} ms is past the request timeout")
+    if over["503"] == 0:
+        failures.append("overload: no request was refused with a 503")
+    if not alive or health != "ok":
+        failures.append(f"server alive: {alive}, /health: {health}")
+    if any(x.status != 200 or x.problem for x in after):
+        failures.append(f"after the overload: statuses {Counter(x.status for x in after)}")
+    tracebacks = server_log.count("Traceback")
+    if tracebacks:
+        failures.append(f"the server logged {tracebacks} tracebacks; the first:\n"
+                        + server_log[server_log.index("Traceback"):][:3000])
+    return failures
+
+
+def print_by_second(results: list[Result]) -> None:
+    print("\noverload by second of when requests were due: sent, answered 200, 503, p99 ms of the 200s")
+    start = min(x.due for x in results)
+    for sec in range(int(max(x.due for x in results) - start) + 1):
+        part = [x for x in results if sec <= x.due - start < sec + 1]
+        ok = [x.seconds * 1000 for x in part if x.status == 200]
+        print(f"  {sec:3d} s: {len(part):5d} {len(ok):5d} {sum(x.status == 503 for x in part):5d} "
+              f"{np.percentile(ok, 99) if ok else float('nan'):7.0f}")
+
+
 def report(rows, args, capacity, overload_s, cpu, inside, alive, health, after, server_log, sampler) -> None:
     normal, over = rows
     settings = ", ".join(f"{k.removeprefix('DISTILL_').lower()}={v}" for k, v in server_settings(args).items())
@@ -592,29 +628,8 @@ def report(rows, args, capacity, overload_s, cpu, inside, alive, health, after, 
               f"({r['503'] / max(r['requests'], 1):.0%}) | {r['no_answer']} | {ms(r['p50'])} / {ms(r['p99'])} "
               f"| {ms(r['p50_503'])} / {ms(r['p99_503'])} | {first:.0f} / {last:.0f} / {peak:.0f} |")
 
-    failures = []
-    for r in rows:
-        for problem, n in Counter(x.problem for x in r["problems"]).most_common(5):
-            failures.append(f"{r['phase']}: {n} x {problem}")
-        if r["p99"] > args.request_timeout_s * 1000:
-            failures.append(f"{r['phase']}: p99 of answered requests {r['p99']:.0f} ms is past the request timeout")
-    if over["503"] == 0:
-        failures.append("overload: no request was refused with a 503")
-    if not alive or health != "ok":
-        failures.append(f"server alive: {alive}, /health: {health}")
-    if any(x.status != 200 or x.problem for x in after):
-        failures.append(f"after the overload: statuses {Counter(x.status for x in after)}")
-    tracebacks = server_log.count("Traceback")
-    if tracebacks:
-        failures.append(f"the server logged {tracebacks} tracebacks; the first:\n"
-                        + server_log[server_log.index("Traceback"):][:3000])
-    print("\noverload by second of when requests were due: sent, answered 200, 503, p99 ms of the 200s")
-    start = min(x.due for x in over["results"])
-    for sec in range(int(max(x.due for x in over["results"]) - start) + 1):
-        part = [x for x in over["results"] if sec <= x.due - start < sec + 1]
-        ok = [x.seconds * 1000 for x in part if x.status == 200]
-        print(f"  {sec:3d} s: {len(part):5d} {len(ok):5d} {sum(x.status == 503 for x in part):5d} "
-              f"{np.percentile(ok, 99) if ok else float('nan'):7.0f}")
+    failures = find_failures(rows, args, alive, health, after, server_log)
+    print_by_second(over["results"])
     whole = [mb for _, mb in sampler.samples]
     for name in ("normal", "overload"):
         rss = sampler.of(name)
