@@ -72,10 +72,6 @@ def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> s
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _fmt(v) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else escape(str(v))
-
-
 def _quality_table(data: RunData) -> str:
     s, rows = data.summary, []
     for d in data.dims:
