@@ -33,6 +33,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from distill.vectors import normalize  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 STS_DEV = ROOT.parent / "shared" / "data" / "sts" / "sts-dev.csv"
 FORMATS = [("native", "float32"), ("native", "float16"), ("native", "int8"), ("sentence-transformers", "float32"),
@@ -40,9 +42,6 @@ FORMATS = [("native", "float32"), ("native", "float16"), ("native", "int8"), ("s
 logger = logging.getLogger("bench.export")
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class Onnx:
@@ -103,10 +102,10 @@ class Loaded:
         if self.fmt == "native":
             return self.model.encode(texts, batch_size=batch_size)
         if self.fmt == "sentence-transformers":
-            return _normalize(self.model.encode(texts, batch_size=batch_size, show_progress_bar=False))
+            return normalize(self.model.encode(texts, batch_size=batch_size, show_progress_bar=False))
         if self.fmt == "model2vec":
-            return _normalize(self.model.encode(texts, batch_size=batch_size, use_multiprocessing=False))
-        return _normalize(self.model.encode(texts))
+            return normalize(self.model.encode(texts, batch_size=batch_size, use_multiprocessing=False))
+        return normalize(self.model.encode(texts))
 
 
 def folder_size(folder: Path) -> int:

@@ -45,6 +45,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from distill.vectors import normalize  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CORPUS_FILES = ("brown.txt", "movie_reviews.txt", "wikitext2-valid.txt", "wikitext2-test.txt")
@@ -113,19 +115,16 @@ class Labels:
 
 
 # ---- models -----------------------------------------------------------------------------------------
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class Precomputed:
     """``encode`` over a fixed set of texts whose vectors are already known (teacher rows)."""
 
     def __init__(self, texts: list[str], vectors: np.ndarray):
-        self.rows, self.vectors = {t: i for i, t in enumerate(texts)}, _normalize(vectors)
+        self.rows, self.vectors = {t: i for i, t in enumerate(texts)}, normalize(vectors)
 
     def encode(self, texts, dim=None, batch_size=None, **_):
-        return _normalize(self.vectors[[self.rows[t] for t in texts]][:, :dim])
+        return normalize(self.vectors[[self.rows[t] for t in texts]][:, :dim])
 
 
 class Model2VecModel:
@@ -137,7 +136,7 @@ class Model2VecModel:
 
     def encode(self, texts, dim=None, batch_size=1024, **_):
         x = self.model.encode(list(texts), batch_size=batch_size, use_multiprocessing=False)
-        return _normalize(np.asarray(x)[:, :dim])
+        return normalize(np.asarray(x)[:, :dim])
 
 
 class LengthSorted:
@@ -443,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     n_speed = min(args.speed_texts or len(holdout), len(holdout))
     logger.info("timing the teacher on %d held-out texts (batch 64)", n_speed)
     x_check, t_speed = timed_encode(teacher, holdout[:n_speed], 64, 1)
-    t_speed["max_abs_diff_vs_cached_labels"] = float(np.abs(x_check - _normalize(x_teacher[:n_speed])).max())
+    t_speed["max_abs_diff_vs_cached_labels"] = float(np.abs(x_check - normalize(x_teacher[:n_speed])).max())
     results["rows"]["teacher"] = {"kind": "teacher", "speed": t_speed, "quality": quality(
         Precomputed(sts_texts, t_sts), x_teacher, teacher_nn, pairs, dims + [full])}
     results["rows"]["teacher, PCA-rotated"] = {"kind": "teacher", "quality": quality(

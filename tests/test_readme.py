@@ -375,7 +375,7 @@ def test_readme_links_the_design_notes_of_this_repository():
 
 # the layers of docs/design.md, bottom up: a module imports only from its own layer or those below it
 LAYERS = [
-    {"errors", "faults", "io", "devices", "hub", "memory", "cli_utils"},
+    {"errors", "faults", "io", "devices", "hub", "memory", "cli_utils", "vectors"},
     {"teachers"},
     {"students"},
     {"index"},

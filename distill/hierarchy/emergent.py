@@ -15,11 +15,11 @@ import numpy as np
 
 from distill.errors import DistillError
 from distill.hierarchy.tree import Group, Hierarchy, Level
+from distill.vectors import normalize
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return normalize(np.asarray(x, dtype=np.float32))
 
 
 def spherical_kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50, n_init: int = 4) -> np.ndarray:

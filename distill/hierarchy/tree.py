@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.errors import DistillError
+from distill.vectors import normalize
 
 
 @dataclass
@@ -73,8 +74,7 @@ class Hierarchy:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return normalize(np.asarray(x, dtype=np.float32))
 
 
 def typical(vectors: np.ndarray, ids: list[int], top: int = 8) -> list[int]:

@@ -13,14 +13,14 @@ import faiss
 import numpy as np
 
 from distill.index.precision import Metric, index_search
+from distill.vectors import normalize
 
 _RERANK_CHUNK = 256  # queries per re-ranking step: bounds the (q, shortlist, d) gather in memory
 
 
 def normalize_prefix(x: np.ndarray, d: int | None = None) -> np.ndarray:
     """The first ``d`` dims of each row, re-normalized to unit length: (N, d) float32."""
-    x = np.ascontiguousarray(x[:, :d], dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return normalize(np.ascontiguousarray(x[:, :d], dtype=np.float32))
 
 
 def prefix(x: np.ndarray, d: int | None, metric: Metric | str = Metric.COS) -> np.ndarray:

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from distill.errors import DistillError
+from distill.vectors import normalize  # noqa: F401  (students' callers import it from here)
 
 CONFIG_NAME = "distill_student.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -95,8 +96,6 @@ def input_type_prompt(prompts: dict[str, str], input_type: str) -> str | None:
     return None
 
 
-def normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class Student(nn.Module):

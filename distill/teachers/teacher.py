@@ -20,6 +20,7 @@ from distill.devices import resolve_device, teacher_dtype
 from distill.errors import DistillError
 from distill.teachers.pooling import Pooling, pool
 from distill.teachers.registry import TeacherSource, resolve_teacher
+from distill.vectors import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -340,8 +341,7 @@ class Teacher:
         """Student-style contract: L2-normalized vectors, optionally the first ``dim`` dims re-normalized."""
         if dim is not None and not 0 < dim <= self.dim:
             raise DistillError(f"dim must be in 1..{self.dim} for this teacher, got {dim}")
-        x = self.embed_texts(list(texts), batch_size=batch_size, progress=progress)[:, :dim]
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return normalize(self.embed_texts(list(texts), batch_size=batch_size, progress=progress)[:, :dim])
 
     def vocab_targets(self, ids: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:
         """The teacher's pooled output for each token alone, inside the model's special tokens: (V, D)."""
