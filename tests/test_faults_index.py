@@ -250,3 +250,38 @@ def test_real_cli_add_killed_then_rerun(tmp_path, tiny_bert_dir, tiny_texts):
         assert r.returncode == 0 and "200 texts in all" in r.stdout, r.stderr
         assert_same(answers(folder, queries), want)
         assert rows_in_docstore(folder) == 200 and listing(folder) == listing(ref)
+
+
+def test_a_build_killed_anywhere_is_built_again_by_the_same_command(tmp_path, tiny_bert_dir, tiny_texts):
+    """`distill index build` killed with SIGKILL at seeded moments, then run again unchanged (no --overwrite):
+    the index equals an uninterrupted build's. A folder with a file of the user's is still refused."""
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\n".join(tiny_texts[:150]) + "\n")
+
+    def build(folder: Path, fault: str = "") -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "distill.cli", "index", "build", "--model", str(tiny_bert_dir), "--corpus",
+               str(corpus), "--out", str(folder), "--dims", "8,32"]
+        return subprocess.run(cmd, env={**os.environ, "DISTILL_FAULT_AT": fault}, capture_output=True, text=True,
+                              cwd=ROOT)
+
+    ref = tmp_path / "ref"
+    assert build(ref).returncode == 0
+    from distill.models import load_model
+
+    queries = load_model(tiny_bert_dir).encode(tiny_texts[140:160])
+    want = answers(ref, queries)
+    # seeded call numbers, the manifest in place, and the CURRENT file written but not renamed (the switch)
+    for fault in ("2", "5", "write:after-rename@4", "write:before-rename@5"):
+        folder = tmp_path / f"kill-{fault}".replace(":", "-").replace("@", "-")
+        r = build(folder, fault)
+        assert r.returncode == -signal.SIGKILL, (fault, r.stderr[-2000:])
+        assert not (folder / "CURRENT").is_file()
+        r = build(folder)
+        assert r.returncode == 0, (fault, r.stderr[-2000:])
+        assert_same(answers(folder, queries), want)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    r = build(mine)
+    assert r.returncode != 0 and "pass --overwrite" in r.stderr + r.stdout
+    assert (mine / "notes.txt").read_text() == "the user's"

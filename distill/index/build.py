@@ -22,11 +22,13 @@ from distill.index.store import (
     DocStore,
     Manifest,
     chunk_file,
+    clear_unfinished,
     gen_name,
     index_file,
     is_index_folder,
     save_faiss,
     switch_generation,
+    unfinished_build,
     writer_lock,
 )
 from distill.io import save_npy
@@ -183,11 +185,15 @@ def build_index(model: EmbeddingModel, texts: list[str], out: str | Path, dims: 
     metric, precision = Metric(metric), Precision(precision)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
+        if unfinished_build(out):  # a build killed before it finished: nothing live to lose, start it again
+            logger.info("%s holds a build that did not finish: building it again", out)
+            clear_unfinished(out)
+        elif not overwrite:
             raise DistillError(f"{out} exists and is not empty; pass --overwrite or another --out")
-        if not is_index_folder(out):
+        elif not is_index_folder(out):
             raise DistillError(f"{out} is not an index folder; refusing to overwrite it")
-        shutil.rmtree(out)
+        else:
+            shutil.rmtree(out)
     dims = _check_dims(dims or model_dims(model), int(model.dim))
     index_type = choose_index_type(len(texts), index_type, precision)
     identity = model_identity(model)

@@ -143,6 +143,27 @@ def is_index_folder(folder: Path) -> bool:
     return (folder / CURRENT).is_file() or (folder / MANIFEST).is_file() or any(generations(folder))
 
 
+def unfinished_build(folder: Path) -> bool:
+    """Whether ``folder`` holds only what a FAISS build killed before its switch leaves: no ``CURRENT`` (so no
+    index anyone reads), nothing but the lock, the document store, generation folders and a temporary
+    ``CURRENT`` that was never renamed."""
+    names = [p.name for p in folder.iterdir()]
+    return (bool(names) and not (folder / CURRENT).exists() and not (folder / MANIFEST).exists()
+            and all(n == LOCK or n.startswith((GEN_PREFIX, DOCS, f".{CURRENT}.")) for n in names))
+
+
+def clear_unfinished(folder: Path) -> None:
+    """Empty an unfinished build's folder (but for its lock), holding the lock: a build still running there is
+    refused, not cleared.
+
+    :raises DistillError: another `distill index` command is writing the folder.
+    """
+    with writer_lock(folder):
+        for p in folder.iterdir():
+            if p.name != LOCK:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
 def generations(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(f"{GEN_PREFIX}*") if p.is_dir())
 
