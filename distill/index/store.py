@@ -179,8 +179,8 @@ def live_generation(folder: Path) -> Path:
             raise IndexNotFoundError(f"{folder} is an index of format 1, which is not supported (expected "
                                      f"{FORMAT_VERSION}); rebuild it with `distill index build --overwrite`") from None
         if generations(folder):
-            raise IndexNotFoundError(f"{folder} holds an interrupted build (no {CURRENT}); run "
-                                     "`distill index build --overwrite` again") from None
+            raise IndexNotFoundError(f"{folder} holds an interrupted build (no {CURRENT}); run its "
+                                     "`distill index build` again") from None
         raise IndexNotFoundError(f"{folder} is not an index folder (no {CURRENT}); "
                                  "build one with `distill index build`") from None
     gen = folder / name
