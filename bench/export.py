@@ -32,11 +32,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import STS_DEV
 
 from distill.vectors import normalize  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-STS_DEV = ROOT.parent / "shared" / "data" / "sts" / "sts-dev.csv"
 FORMATS = [("native", "float32"), ("native", "float16"), ("native", "int8"), ("sentence-transformers", "float32"),
            ("model2vec", "float32"), ("model2vec", "float16"), ("model2vec", "int8"), ("onnx", "float32")]
 logger = logging.getLogger("bench.export")

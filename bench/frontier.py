@@ -41,10 +41,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from common import DATA
 from quality import Precomputed, model2vec_student, run_corpus, timed_encode, train_student  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = DATA
 K = 10
 LONG_TOKENS = 256
 

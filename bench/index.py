@@ -31,13 +31,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
+from common import CORPUS
 
 from distill.index.add import add_to_index  # noqa: E402
 from distill.index.build import IndexParams, IndexType, build_index, make_index  # noqa: E402
 from distill.index.precision import Precision, bytes_per_vector, index_search  # noqa: E402
 from distill.index.search import funnel_search, knn, normalize_prefix, recall_at_k  # noqa: E402
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
 
 
 def matryoshka_vectors(n: int, d: int, alpha: float = 1.0, n_clusters: int = 1000, spread: float = 0.7,

@@ -28,13 +28,14 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
+from common import CORPUS
 
 from distill.index.build import build_index  # noqa: E402
 from distill.index.qdrant import build_qdrant  # noqa: E402
 from distill.index.query import Funnel, open_index, search_index  # noqa: E402
 from distill.index.search import knn, normalize_prefix, prefix, recall_at_k  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus" / "movie_reviews.txt"
+MOVIE_REVIEWS = CORPUS / "movie_reviews.txt"
 
 
 class Precomputed:
@@ -81,7 +82,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a student (run folder, student folder) to embed the corpus with")
     p.add_argument("--random", action="store_true", help="random Matryoshka-like unit vectors instead of a model")
-    p.add_argument("--corpus", type=Path, default=CORPUS)
+    p.add_argument("--corpus", type=Path, default=MOVIE_REVIEWS)
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--nq", type=int, default=200)
     p.add_argument("--funnel", default="64:256")

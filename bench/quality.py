@@ -44,13 +44,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from common import DATA, STS_DEV
 
 from distill.vectors import normalize  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = DATA
 CORPUS_FILES = ("brown.txt", "movie_reviews.txt", "wikitext2-valid.txt", "wikitext2-test.txt")
-STS_DEV = SHARED / "sts" / "sts-dev.csv"
 K = 10
 
 logger = logging.getLogger("bench.quality")

@@ -16,14 +16,14 @@ import json
 import sys
 from pathlib import Path
 
+from common import DATA
+
 from distill.pipeline.evaluate import read_pairs, sts_scores
 from distill.pipeline.retrieval import cached_vectors, read_task, retrieval_scores
 from distill.pipeline.space import load_space
 from distill.pipeline.stages import texts_per_second
 from distill.students import load_student
 from distill.teachers import load_teacher
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def row(name: str, scores: dict, dims: list[int], sts: dict | None, qps: float | None, teacher: float) -> str:

@@ -27,9 +27,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from common import CORPUS
 from serving import free_port, start_server, stop_server
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
 
 
 def read_texts(n: int, seed: int = 0) -> list[str]:

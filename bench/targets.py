@@ -21,13 +21,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import CORPUS
 
 from distill.pipeline.corpus import read_corpus  # noqa: E402
 from distill.pipeline.targets import label  # noqa: E402
 from distill.teachers import load_teacher  # noqa: E402
 from distill.teachers.registry import bundled_minilm_path  # noqa: E402
 
-BROWN = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus" / "brown.txt"
+BROWN = CORPUS / "brown.txt"
 
 
 def padding_waste(lengths: list[int], order: list[int], batch_size: int) -> float:

@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from common import ROOT, STS_DEV
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: the cores are shared
 
-ROOT = Path(__file__).resolve().parents[1]
-STS_DEV = ROOT.parent / "shared" / "data" / "sts" / "sts-dev.csv"
 DIMS = ("64", "256")
 
 
