@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from distill.cli_utils import handle_errors
-from distill.errors import DistillError
+from distill.errors import DistillError, choice
 from distill.index_cli import compare, index_app, query
 
 # rich_markup_mode=None: click's plain help, which wraps the help text but never cuts an option's name (rich's
@@ -85,11 +85,7 @@ def targets(
     from distill.pipeline.targets import TargetKind, TargetStore, label, store_identity
     from distill.teachers import load_teacher
 
-    try:
-        wanted = [TargetKind(k) for k in _csv(kinds)]
-    except ValueError:
-        raise DistillError(f"unknown target kind in {kinds!r} (use a comma list of "
-                           f"{', '.join(k.value for k in TargetKind)})") from None
+    wanted = [choice(TargetKind, k, "target kind") for k in _csv(kinds)]
     if not wanted:
         raise DistillError("--kinds is empty (use a comma list of vocab, text, token)")
     texts = None

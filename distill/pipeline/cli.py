@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from distill.cli_utils import parse_dims
-from distill.errors import DistillError
+from distill.errors import DistillError, choice
 
 logger = logging.getLogger("distill")
 
@@ -339,8 +339,7 @@ def embed(
 
     if out.suffix not in (".npy", ".parquet"):
         raise DistillError(f"--out must end in .npy or .parquet, got {out.name}")
-    if long not in {m.value for m in LongMode}:
-        raise DistillError(f"--long must be one of {', '.join(m.value for m in LongMode)}, got {long!r}")
+    choice(LongMode, long, "--long mode")
     if space is not None:
         from distill.models import load_model
 

@@ -8,7 +8,7 @@ from enum import Enum
 import numpy as np
 import torch
 
-from distill.errors import DistillError
+from distill.errors import choice
 from distill.memory import trim_heap
 from distill.pipeline.data import TokenArrays
 from distill.pipeline.pca import PCARotation
@@ -29,11 +29,7 @@ class TokenWeighting(str, Enum):
 
     @classmethod
     def parse(cls, value: str) -> TokenWeighting:
-        try:
-            return cls(value)
-        except ValueError:
-            raise DistillError(f"unknown token weighting {value!r} (--token-weights: "
-                               f"{' | '.join(m.value for m in cls)})") from None
+        return choice(cls, value, "token weighting")
 
 
 def sif_log_weights(counts: np.ndarray, a: float = 1e-3) -> np.ndarray:

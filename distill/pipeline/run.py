@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from distill.devices import distributed_state
-from distill.errors import DistillError
+from distill.errors import DistillError, choice
 from distill.hierarchy.config import HierarchyConfig, TokenizerMode
 from distill.io import save_json
 from distill.pipeline import stages
@@ -117,8 +117,7 @@ class RunConfig:
             data["dims"] = tuple(int(d) for d in data["dims"])
         if data.get("layers") is not None:
             data["layers"] = tuple(int(i) for i in data["layers"])
-        if data.get("tokenizer", "teacher") not in {m.value for m in TokenizerMode}:
-            raise DistillError(f"unknown tokenizer {data['tokenizer']!r} (teacher, char)")
+        choice(TokenizerMode, data.get("tokenizer", "teacher"), "tokenizer")
         hierarchy = HierarchyConfig.from_dict(data.pop("hierarchy", None))
         return cls(**data, train=TrainConfig(**train), hierarchy=hierarchy)
 

@@ -18,7 +18,7 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file
 from torch import nn
 
-from distill.errors import DistillError
+from distill.errors import DistillError, choice
 from distill.students.base import WEIGHTS_NAME, Student
 from distill.students.layers import LayersStudent
 from distill.students.static import StaticStudent
@@ -47,13 +47,6 @@ DTYPES = {ExportFormat.NATIVE: set(TableDtype), ExportFormat.MODEL2VEC: set(Tabl
           ExportFormat.SENTENCE_TRANSFORMERS: {TableDtype.FLOAT32}, ExportFormat.ONNX: {TableDtype.FLOAT32}}
 
 
-def _choice(enum: type[Enum], value, what: str):
-    try:
-        return enum(value)
-    except ValueError:
-        raise DistillError(f"unknown {what} {value!r} (choose from {', '.join(e.value for e in enum)})") from None
-
-
 def export_student(student: Student, folder: str | Path, fmt: str = "native", dtype: str = "float32",
                    summary: dict | None = None) -> Path:
     """Write ``student`` to ``folder`` in format ``fmt``, with a model card.
@@ -65,7 +58,7 @@ def export_student(student: Student, folder: str | Path, fmt: str = "native", dt
     """
     from distill.students.card import write_model_card
 
-    fmt, dtype = _choice(ExportFormat, fmt, "export format"), _choice(TableDtype, dtype, "dtype")
+    fmt, dtype = choice(ExportFormat, fmt, "export format"), choice(TableDtype, dtype, "dtype")
     if dtype not in DTYPES[fmt]:
         takes = ", ".join(f.value for f, d in DTYPES.items() if dtype in d)
         raise DistillError(f"the {fmt.value} format stores float32 only; --dtype {dtype.value} works with {takes}")

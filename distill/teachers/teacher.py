@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distill.devices import resolve_device, teacher_dtype
-from distill.errors import DistillError
+from distill.errors import DistillError, choice
 from distill.teachers.pooling import Pooling, pool
 from distill.teachers.registry import TeacherSource, resolve_teacher
 from distill.vectors import normalize
@@ -382,10 +382,7 @@ def load_teacher(spec: str | Path | None = None, device: str | torch.device | No
         config = AutoConfig.from_pretrained(source.path)
         kind = TeacherKind.DECODER if _is_decoder(config) else TeacherKind.ENCODER
         default_pooling = Pooling.LAST if kind is TeacherKind.DECODER else Pooling.MEAN
-    try:
-        pooling = Pooling(pooling) if pooling is not None else default_pooling
-    except ValueError:
-        raise DistillError(f"unknown pooling {pooling!r} (use one of {', '.join(p.value for p in Pooling)})") from None
+    pooling = choice(Pooling, pooling, "pooling") if pooling is not None else default_pooling
     prompt_text = resolve_prompt(st.prompts, st.default_prompt_name, prompt, source.name)
     model_dir = st.transformer_dir
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
