@@ -85,10 +85,6 @@ def store_identity(teacher: Teacher, kind: TargetKind | str) -> dict:
     return identity
 
 
-def _parts(kind: TargetKind) -> tuple[str, ...]:
-    return ("keys", "pooled", "tokens", "offsets", "ids") if kind is TargetKind.TOKEN else ("keys", "pooled")
-
-
 # ---- the index -----------------------------------------------------------------------------------
 @dataclass
 class KeyIndex:
