@@ -12,8 +12,16 @@ how many texts were labeled, and how long it took next to the first labeling.
 With ``--teacher minilm --real``, the same on the bundled MiniLM over every distinct line of
 ``../shared/data/corpus/`` (about 125k texts; ``--sizes`` is then capped at that).
 
+With ``--default-student``, the run's own default student instead (``RunConfig``'s and ``TrainConfig``'s
+defaults: a transformer of width 256 and 2 layers, token targets, 4 epochs; ``--batch-size`` and
+``--epochs`` change those two), and peak RSS **per stage**: each stage runs in a fresh process on the same
+run folder (``until="targets"``, then ``until="train"`` on the prepared data, then eval, report and export),
+so each process's ``ru_maxrss`` is that stage's peak. No +1% rerun in this mode.
+
     python bench/scale.py --sizes 100000,300000,1000000 --work /tmp/distill-scale
     python bench/scale.py --teacher minilm --real --sizes 125000 --work /tmp/distill-scale-minilm
+    python bench/scale.py --default-student --sizes 30000,120000 --work /tmp/distill-mem
+    python bench/scale.py --default-student --sizes 30000 --batch-size 512 --work /tmp/distill-mem
 """
 
 from __future__ import annotations
@@ -88,31 +96,107 @@ def dir_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def worker(args) -> None:
-    """One `distill run` in this process; prints its stage seconds and peak RSS as JSON."""
-    from distill.pipeline.run import RunConfig, run
+def worker_config(args):
+    """The run a worker makes: the bench-sized student, or (``--default-student``) the run's defaults."""
+    from distill.pipeline.run import RunConfig
     from distill.pipeline.train import TrainConfig
 
-    cfg = RunConfig(out=args.out, teacher=args.teacher, corpus=args.corpus, student="transformer", dims=(32, 64, 128),
-                    targets_dir=args.targets, width=64, n_layers=1, n_heads=2, teacher_batch_size=256,
-                    holdout=1000, train=TrainConfig(epochs=1, batch_size=256, checkpoint_every=1000, log_every=50))
+    if args.default_student:  # every student and training option at its default but batch size and epochs
+        defaults = TrainConfig()
+        train = TrainConfig(epochs=args.epochs if args.epochs is not None else defaults.epochs,
+                            batch_size=args.batch_size or defaults.batch_size)
+        return RunConfig(out=args.out, teacher=args.teacher, corpus=args.corpus, student="transformer",
+                         targets_dir=args.targets, token_targets=True, train=train)
+    return RunConfig(out=args.out, teacher=args.teacher, corpus=args.corpus, student="transformer", dims=(32, 64, 128),
+                     targets_dir=args.targets, width=64, n_layers=1, n_heads=2, teacher_batch_size=256,
+                     holdout=1000, train=TrainConfig(epochs=1, batch_size=256, checkpoint_every=1000, log_every=50))
+
+
+def worker(args) -> None:
+    """One `distill run` (up to ``--until``) in this process; prints its stage seconds and peak RSS as JSON."""
+    from distill.pipeline.run import run
+
+    cfg = worker_config(args)
     t0 = time.perf_counter()
-    run(cfg, until=args.until)
+    run(cfg, resume=args.resume, until=args.until)
     total = time.perf_counter() - t0
-    meta = json.loads((Path(args.out) / "data" / "meta.json").read_text())
-    summary_path = Path(args.out) / "summary.json"
+    out = Path(args.out)
+    meta = json.loads((out / "data" / "meta.json").read_text())
+    summary_path, train_path = out / "summary.json", out / "train.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    train = json.loads(train_path.read_text()) if train_path.is_file() else {}
     print(json.dumps({"total": total, "prepare": meta["seconds"], "stages": summary.get("stage_seconds", {}),
+                      "train": {k: train.get(k) for k in ("steps", "seconds", "final_loss")},
                       "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def run_worker(teacher: Path, corpus: Path, out: Path, targets: Path, until: str = "export") -> dict:
+def run_worker(teacher: Path, corpus: Path, out: Path, targets: Path, until: str = "export",
+               extra: list[str] | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--teacher", str(teacher), "--corpus", str(corpus), "--out", str(out),
-           "--targets", str(targets), "--until", until]
+           "--targets", str(targets), "--until", until, *(extra or [])]
+    t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["wall"] = time.perf_counter() - t0  # the whole process: imports and teacher loads included
+    return result
+
+
+STAGE_PROCESSES = (("targets", "targets"), ("train", "train"), ("eval+export", "export"))
+
+
+def default_student(args, teacher: Path, sizes: list[int], work: Path) -> None:
+    """``--default-student``: each stage of each size in a fresh process; a table of peak RSS per stage."""
+    extra = ["--default-student"]
+    if args.batch_size:
+        extra += ["--batch-size", str(args.batch_size)]
+    if args.epochs is not None:
+        extra += ["--epochs", str(args.epochs)]
+    tag = f"b{args.batch_size}" if args.batch_size else "bdefault"
+    results = {}
+    for n in sizes:
+        corpus = work / f"corpus-{n}.txt"
+        if not corpus.is_file():
+            write_corpus(corpus, n)
+        targets, out = work / f"targets-{n}", work / f"run-{n}-{tag}"
+        if not args.keep_targets:
+            shutil.rmtree(targets, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        results[n] = {}
+        for k, (name, until) in enumerate(STAGE_PROCESSES):  # a trained run folder is only reopened with resume
+            r = run_worker(teacher, corpus, out, targets, until=until, extra=extra + (["--resume"] if k else []))
+            results[n][name] = r
+            print(f"{n} {name}: {json.dumps(r)}", file=sys.stderr, flush=True)
+    from distill.pipeline.train import TrainConfig
+
+    defaults = TrainConfig()
+    batch = args.batch_size or defaults.batch_size
+    epochs = args.epochs if args.epochs is not None else defaults.epochs
+    print(f"\n`python bench/scale.py {' '.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}, "
+          f"{os.cpu_count()} CPUs, torch {__import__('torch').__version__}, "
+          f"teacher {args.teacher or 'tiny random BERT'}; the default transformer student (width 256, 2 layers, "
+          f"token targets), batch {batch}, {epochs} epochs\n")
+    print("| texts | stage | peak RSS GB | process wall s | stage s | detail |")
+    print("|---:|---|---:|---:|---:|---|")
+    for n, by_stage in results.items():
+        for name, r in by_stage.items():
+            if name == "targets":
+                s = r["prepare"]
+                stage_s = sum(s.values())
+                detail = ", ".join(f"{k} {v:.1f}" for k, v in s.items())
+            elif name == "train":
+                stage_s = r["train"]["seconds"] or 0.0
+                detail = f"{r['train']['steps']} steps, final loss {r['train']['final_loss']:.4f}"
+            else:
+                stage_s = r["stages"].get("eval", 0.0)
+                detail = "eval (the report and export follow in the same process)"
+            print(f"| {n:,} | {name} | {r['maxrss_mb'] / 1024:.2f} | {r['wall']:.1f} | {stage_s:.1f} | {detail} |")
+    if len(sizes) >= 2:
+        big, small = sizes[-1], sizes[0]
+        peak = {n: max(r["maxrss_mb"] for r in results[n].values()) for n in sizes}
+        print(f"\n| peak RSS (the largest stage's) at {big:,} vs {small:,} | "
+              f"{peak[big] / 1024:.2f} GB vs {peak[small] / 1024:.2f} GB: {peak[big] / peak[small]:.2f}x |")
 
 
 def main() -> None:
@@ -125,6 +209,14 @@ def main() -> None:
     p.add_argument("--real", action="store_true", help="the shared corpora's own lines instead of built pairs")
     p.add_argument("--corpus"), p.add_argument("--out"), p.add_argument("--targets")
     p.add_argument("--until", default="export")
+    p.add_argument("--default-student", action="store_true",
+                   help="the run's default student config (transformer, width 256, 2 layers, token targets), "
+                        "peak RSS per stage")
+    p.add_argument("--batch-size", type=int, help="--default-student: texts per batch (default: TrainConfig's)")
+    p.add_argument("--epochs", type=int, help="--default-student: epochs (default: TrainConfig's)")
+    p.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # a worker reopening its run folder
+    p.add_argument("--keep-targets", action="store_true",
+                   help="--default-student: reuse the target cache of an earlier run of the same size")
     args = p.parse_args()
     if args.worker:
         return worker(args)
@@ -132,6 +224,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     teacher = args.teacher or make_teacher(work / "teacher")
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.default_student:
+        return default_student(args, teacher, sizes, work)
     lines = real_lines() if args.real else None
     if lines is not None:
         sizes = [min(n, len(lines) - int(len(lines) * args.grow)) for n in sizes]

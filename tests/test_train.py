@@ -291,3 +291,54 @@ def test_an_unknown_token_weighting_is_refused(tmp_path, tiny_bert_dir, tiny_cor
         RunConfig(**{**_cfg(tmp_path, tiny_bert_dir, tiny_corpus).__dict__, "token_weights": "tfidf"})
     with pytest.raises(DistillError, match="unknown token weighting 'SIF'"):
         TokenWeighting.parse("SIF")
+
+
+def test_a_long_batch_runs_in_passes_with_the_loss_and_gradients_of_one_pass(tmp_path, tiny_bert_dir, tiny_corpus,
+                                                                             monkeypatch):
+    """A micro-batch of more padded positions than TOKENS_PER_PASS runs in passes of texts of similar length,
+    each padded to its own longest text: the same loss and gradients as the one pass padded to the longest."""
+    from tokenizers import Tokenizer
+
+    from distill.pipeline import train as train_module
+    from distill.pipeline.data import TokenArrays, TrainSet
+    from distill.pipeline.pca import PCARotation
+    from distill.pipeline.targets import TargetView
+    from distill.students import StudentConfig, build_student
+
+    cfg = _cfg(tmp_path, tiny_bert_dir, tiny_corpus, student="transformer", epochs=1)
+    run(cfg, until="targets")
+    data = tmp_path / "run" / "data"
+    view, tokens = TargetView.load(data), TokenArrays(data)
+    ids, _ = view.token_slices(np.arange(len(view)))
+    assert all(np.array_equal(a, b) for a, b in zip(view.token_ids(np.arange(len(view))), ids))  # ids alone
+    dataset = TrainSet(tokens, view, np.load(data / "split.npz")["train"], static=False, token_targets=True)
+    config = StudentConfig(**json.loads((data / "student.json").read_text()))
+    torch.manual_seed(0)
+    student = build_student(config, Tokenizer.from_str((data / "tokenizer.json").read_text()))
+    with torch.no_grad():  # the head starts at zero: move every weight so that every gradient is non-zero
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trainer = Trainer(student, dataset, cfg.train, tmp_path / "run", PCARotation.load(tmp_path / "run" / "pca.npz"),
+                      device="cpu")
+    batch = dataset.__getitems__(list(range(64)))
+    lengths = batch["mask"].sum(1).numpy()
+    assert np.ptp(lengths) > 3  # texts of different lengths
+
+    def loss_and_grads(budget: int):
+        monkeypatch.setattr(train_module, "TOKENS_PER_PASS", budget)
+        student.zero_grad(set_to_none=True)
+        loss, logs = trainer._loss(batch)
+        loss.backward()
+        return float(logs["loss"]), {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+
+    one_loss, one = loss_and_grads(10**9)
+    budget = 4 * int(lengths.max())
+    passes = train_module.length_passes(lengths, budget)
+    assert len(passes) > 2 and sorted(np.concatenate(passes).tolist()) == list(range(64))
+    assert all(len(rows) * lengths[rows].max() <= budget for rows in passes)
+    assert all(lengths[a].max() <= lengths[b].min() for a, b in zip(passes, passes[1:]))  # by length
+    many_loss, many = loss_and_grads(budget)
+    assert many_loss == pytest.approx(one_loss, rel=1e-6)
+    assert many.keys() == one.keys() and len(one) == len(list(student.parameters()))
+    for name in one:
+        torch.testing.assert_close(many[name], one[name], rtol=1e-4, atol=1e-7, msg=name)

@@ -264,8 +264,7 @@ def prepare(cfg) -> None:
             if student is not None:  # with the prompt the targets were labeled with, as encode will put it
                 writer.add(student.tokenize(student.with_prompt(chunk)))
             else:
-                ids, _ = view.token_slices(np.arange(position, position + len(chunk)))
-                writer.add(ids)
+                writer.add(view.token_ids(np.arange(position, position + len(chunk))))
             held_texts += [t for k, t in enumerate(chunk, start=position) if k in held_set]
             position += len(chunk)
             trim_heap()
