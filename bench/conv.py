@@ -38,12 +38,12 @@ def paragraphs(path: Path) -> list[str]:
 
 def train_student(kind: str, args, corpus: Path) -> Path:
     """``distill run --student KIND`` up to training; skipped when its student exists."""
+    from distill.pipeline.folder import RunFolder
     from distill.pipeline.run import RunConfig, run
-    from distill.pipeline.stages import student_ready
     from distill.pipeline.train import TrainConfig
 
     out = args.work / kind
-    if not student_ready(out):
+    if not RunFolder(out).trained():
         cfg = RunConfig(out=str(out), teacher="minilm", corpus=str(corpus), student=kind, depth=args.depth,
                         merge=args.merge, merge_after=args.merge_after, token_targets=False,
                         max_length=args.max_length, holdout=args.holdout, dims=DIMS,
@@ -96,7 +96,7 @@ def main() -> None:
     import torch
 
     from distill.pipeline.evaluate import agreement, read_pairs, sts_scores
-    from distill.pipeline.stages import INIT_NAME
+    from distill.pipeline.folder import RunFolder
     from distill.students import load_student
     from distill.teachers import load_teacher
 
@@ -110,7 +110,7 @@ def main() -> None:
         return
     runs = {kind: train_student(kind, args, corpus) for kind in ("layers", "conv")}
     students = {kind: load_student(out) for kind, out in runs.items()}
-    inits = {kind: load_student(out / INIT_NAME) for kind, out in runs.items()}
+    inits = {kind: load_student(RunFolder(out).student_init) for kind, out in runs.items()}
 
     # held-out long texts: the test paragraphs of at least --min-tokens tokens (as the student counts them)
     test = paragraphs(args.test)

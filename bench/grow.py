@@ -61,11 +61,11 @@ def run_config(args, name: str, student: str, start: int, grow: bool):
 
 def held_out(out: Path):
     """The held-out texts and their teacher vectors (raw, and rotated as the trainer's targets are)."""
+    from distill.pipeline.folder import RunFolder
     from distill.pipeline.pca import PCARotation
-    from distill.pipeline.stages import data_dir
     from distill.pipeline.targets import TargetView
 
-    data = data_dir(out)
+    data = RunFolder(out).data
     texts = [json.loads(line) for line in (data / "holdout.jsonl").read_text().splitlines()]
     x_teacher = TargetView.load(data, "targets").pooled(np.load(data / "split.npz")["held"])
     return texts, x_teacher, PCARotation.load(out / "pca.npz").transform(x_teacher)

@@ -41,10 +41,10 @@ def run_one(weights: str, work: Path, sts: Path) -> tuple[dict, float]:
 
 def init_sts(out: Path, sts: Path) -> dict:
     from distill.pipeline.evaluate import read_pairs, sts_scores
-    from distill.pipeline.stages import INIT_NAME
+    from distill.pipeline.folder import RunFolder
     from distill.students import load_student
 
-    return sts_scores(load_student(out / INIT_NAME), read_pairs(sts), [int(d) for d in DIMS])
+    return sts_scores(load_student(RunFolder(out).student_init), read_pairs(sts), [int(d) for d in DIMS])
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ def targets(
         if texts.n_empty:
             logging.getLogger("distill").info("skipped %d empty texts in %s", texts.n_empty, corpus)
     state = distributed_state(device)
-    t = load_teacher(teacher, device=run_device(device), dtype=dtype, pooling=pooling, layer=layer,
+    t = load_teacher(teacher, device=run_device(state, device), dtype=dtype, pooling=pooling, layer=layer,
                      max_length=max_length, prompt=prompt)
     for kind in wanted:
         if verify and state.is_main_process:
@@ -107,7 +107,7 @@ def targets(
                 bad = store.verify()
                 typer.echo(f"{kind.value}: {n - len(bad)} shards verified, {len(bad)} bad (labeled again)")
         state.wait_for_everyone()
-        view = label(t, kind, out, texts, shard_size=shard_size, batch_size=batch_size)
+        view = label(t, kind, out, texts, shard_size=shard_size, batch_size=batch_size, state=state)
         if state.is_main_process:
             typer.echo(f"{kind.value}: {len(view)} targets in {view.store.folder}")
 

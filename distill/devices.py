@@ -6,6 +6,7 @@ import logging
 import os
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
@@ -62,8 +63,9 @@ def distributed_state(device: str | torch.device | None = None):
     ``PartialState()`` on a machine without CUDA treats a ``torchrun`` / ``accelerate launch
     --multi_gpu`` job as one process; asking for CPU there makes it a gloo group (MULTI_CPU), so
     several CPU processes share the labeling and the training. ``device="cpu"`` asks for the CPU on
-    a GPU machine too. The state is a singleton: the first call decides, so the stages call this
-    with the run's device before anything else.
+    a GPU machine too. Accelerate's state is a singleton that the first call decides: a command
+    resolves it once, before anything else, and passes it down (``distill run``: :func:`distill.pipeline.run.run`;
+    ``distill targets``).
     """
     from accelerate import PartialState
 
@@ -73,9 +75,34 @@ def distributed_state(device: str | torch.device | None = None):
     return PartialState(cpu=cpu)
 
 
-def run_device(device: str | torch.device | None = None) -> torch.device:
-    """The device of this process: ``device`` when given (one process), else the rank's own under several."""
-    state = distributed_state(device)
-    if state.num_processes > 1 or device is None:
-        return state.device if state.num_processes > 1 else resolve_device(None)
-    return torch.device(device)
+def run_device(state, device: str | torch.device | None = None) -> torch.device:
+    """The device of this process: the rank's own under several (``state``: :func:`distributed_state`'s, or None
+    for one process), else ``device`` when given, else the best available."""
+    if state is not None and state.num_processes > 1:
+        return state.device
+    return resolve_device(None) if device is None else torch.device(device)
+
+
+def release_memory(device: torch.device) -> None:
+    """After the caller dropped a model: collect it and return its GPU memory to the device."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@dataclass(frozen=True)
+class OneProcess:
+    """The distributed state of a single process, for callers that run outside a command (tests, notebooks):
+    the main process, nobody to wait for."""
+
+    num_processes: int = 1
+    process_index: int = 0
+    is_main_process: bool = True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+ONE_PROCESS = OneProcess()

@@ -251,7 +251,9 @@ def compare(
     from distill.pipeline.pca import PCARotation
 
     if pca is None:
-        found = [p / "pca.npz" for p in (Path(student), Path(student).parent) if (p / "pca.npz").is_file()]
+        from distill.pipeline.folder import RunFolder
+
+        found = [RunFolder(p).pca for p in (Path(student), Path(student).parent) if RunFolder(p).pca.is_file()]
         pca = found[0] if found else None
     elif not pca.is_file():
         raise DistillError(f"--pca {pca} does not exist")

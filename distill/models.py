@@ -31,9 +31,11 @@ def student_folder(spec: str | Path) -> Path | None:
 def run_folder_of(spec: str | Path) -> Path | None:
     """The run folder a model spec belongs to (a run folder, or the ``student/`` or ``student-init/`` inside
     one): where its space is defined. None for a bare student folder or a teacher."""
-    for folder in (Path(spec), Path(spec).parent if is_student_folder(spec) else None):
-        if folder is not None and (folder / "pca.npz").is_file() and (folder / "config.json").is_file():
-            return folder
+    from distill.pipeline.folder import RunFolder
+
+    for path in (Path(spec), Path(spec).parent if is_student_folder(spec) else None):
+        if path is not None and RunFolder(path).pca.is_file() and RunFolder(path).is_run():
+            return path
     return None
 
 
@@ -46,9 +48,10 @@ def load_model(spec: str | Path, space: str | Path | None = None, device=None) -
     :raises TeacherNotFoundError: a teacher spec that can be had neither locally nor from the hub.
     :raises DistillError: a run folder with no trained student yet; a model outside ``space``.
     """
+    from distill.pipeline.folder import RunFolder
+
     folder = student_folder(spec)
-    if folder is None and Path(spec).is_dir() and (Path(spec) / "config.json").is_file() and (
-            Path(spec) / "data").is_dir():
+    if folder is None and RunFolder(spec).is_run() and RunFolder(spec).data.is_dir():
         raise DistillError(f"{spec} is a run folder with no trained student yet (no student/{STUDENT_MARKER}); "
                            f"finish it with `distill run --out {spec}` or `distill train {spec}`")
     if folder is not None:

@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from distill.cli import app
+from distill.errors import DistillError
 from distill.pipeline.run import RunConfig, run
 from distill.pipeline.train import TrainConfig
 
@@ -189,7 +190,7 @@ def test_a_run_without_a_corpus_distils_the_vocabulary(tmp_path, tiny_bert_dir):
     page = (tmp_path / "v" / "report.html").read_text(encoding="utf-8")
     assert "<strong>Note:</strong> no training texts: the student is the teacher&#x27;s PCA-rotated" in page
     import distill
-    from distill.pipeline.stages import load_vocab
+    from distill.pipeline.prepare import load_vocab
     from distill.teachers import load_teacher
 
     student = distill.load(tmp_path / "v")
@@ -290,3 +291,20 @@ def test_a_fresh_run_reads_the_corpus_three_times_and_a_finished_one_not_at_all(
     reads.clear()
     run(dataclasses.replace(cfg, out=str(tmp_path / "r2")), until="targets")
     assert len(reads) == 2  # every text's targets in the cache: hashed and tokenized, nothing labeled
+
+
+def test_the_stage_table_names_files_of_the_run_folder(tmp_path):
+    """Every input and output of the stage table is a path the RunFolder names; the stage questions start false."""
+    from distill.pipeline.folder import RunFolder
+    from distill.pipeline.stages import STAGE_NAMES, STAGES, stage
+
+    folder = RunFolder(tmp_path / "run")
+    assert STAGE_NAMES == ("targets", "train", "eval", "export")
+    for s in STAGES:
+        for name in s.inputs + s.outputs:
+            assert getattr(folder, name).is_relative_to(folder.root), (s.name, name)
+    assert not (folder.is_run() or folder.prepared() or folder.trained() or folder.started())
+    with pytest.raises(DistillError, match="unknown stage 'tran' \\(one of targets, train, eval, export\\)"):
+        stage("tran")
+    with pytest.raises(DistillError, match="not a run folder"):
+        folder.read_config()

@@ -251,18 +251,19 @@ def test_token_weights_set_the_initial_pooling_weights_and_the_run_trains(tmp_pa
     from safetensors.numpy import load_file
 
     from distill.pipeline.data import TokenArrays
-    from distill.pipeline.stages import INIT_NAME, data_dir, load_vocab
+    from distill.pipeline.folder import RunFolder
+    from distill.pipeline.prepare import load_vocab
 
     cfg = RunConfig(**{**_cfg(tmp_path, tiny_bert_dir, tiny_corpus, epochs=1).__dict__, "token_weights": weights})
     run(cfg, until="train")
     out = tmp_path / "run"
     assert json.loads((out / "train.json").read_text())["steps"] == 12  # 180 texts / 16 per step
-    init = load_file(str(out / INIT_NAME / "model.safetensors"))["log_weight"]
+    init = load_file(str(RunFolder(out).student_init / "model.safetensors"))["log_weight"]
     trained = load_file(str(out / "student" / "model.safetensors"))["log_weight"]
     assert not np.allclose(init, trained)  # training moved the weights
     # hand count over the training texts: a frequent token, a rare one
-    tokens = TokenArrays(data_dir(out))
-    train_idx = np.load(data_dir(out) / "split.npz")["train"]
+    tokens = TokenArrays(RunFolder(out).data)
+    train_idx = np.load(RunFolder(out).split)["train"]
     seqs = [list(tokens.seq(i)) for i in train_idx]
     counts = Counter(t for s in seqs for t in s)
     df = Counter(t for s in seqs for t in set(s))

@@ -187,7 +187,7 @@ def test_a_new_row_starts_from_the_teachers_vector_of_the_word(word_run, tiny_be
     from safetensors.numpy import load_file
 
     from distill.pipeline.pca import PCARotation
-    from distill.pipeline.stages import load_vocab
+    from distill.pipeline.prepare import load_vocab
     from distill.teachers import load_teacher
 
     table = load_file(str(word_run / "student-init" / "model.safetensors"))["embedding"]  # (V, 32)

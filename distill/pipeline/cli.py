@@ -272,16 +272,16 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
 ) -> None:
     """Train the student of a prepared run folder (stage 2 of `distill run`) and write its student/."""
-    from distill.pipeline import stages
-    from distill.pipeline.run import load_config
+    from distill.pipeline.folder import RunFolder
+    from distill.pipeline.run import load_config, run_stage
 
-    cfg = load_config(run_dir)
-    if stages.student_ready(run_dir) and not resume:
+    cfg, folder = load_config(run_dir), RunFolder(run_dir)
+    if folder.trained() and not resume:
         raise DistillError(f"{run_dir} already holds a trained student/; delete it to train again")
-    if not resume and (run_dir / "checkpoints").is_dir():
+    if not resume and folder.has_checkpoints():
         raise DistillError(f"{run_dir} holds checkpoints of an earlier training; pass --resume to continue it")
-    result = stages.train(cfg, resume=resume)
-    typer.echo(f"trained {result.get('steps', 0)} steps; student in {run_dir / 'student'}")
+    result = run_stage(cfg, "train", resume=resume)
+    typer.echo(f"trained {result.get('steps', 0)} steps; student in {folder.student}")
 
 
 def export(
@@ -294,12 +294,12 @@ def export(
 ) -> None:
     """Export a student with its model card: a native folder (distill.load), a sentence-transformers or
     Model2Vec folder (static students), or ONNX (model.onnx + tokenizer.json)."""
+    from distill.pipeline.folder import summary_of
     from distill.students import load_student
-    from distill.students.card import run_summary
     from distill.students.export import export_student
 
     student = load_student(run_dir)
-    export_student(student, out, format, dtype, summary=run_summary(run_dir, student))
+    export_student(student, out, format, dtype, summary=summary_of(run_dir, student.config.teacher))
     typer.echo(f"wrote {out}")
 
 

@@ -11,9 +11,11 @@ from distill.devices import distributed_state
 from distill.errors import DistillError, choice
 from distill.hierarchy.config import HierarchyConfig, TokenizerMode
 from distill.io import save_json
-from distill.pipeline import stages
 from distill.pipeline.corpus import DEFAULT_CORPUS, Corpus
+from distill.pipeline.folder import RunFolder
 from distill.pipeline.init import TokenWeighting
+from distill.pipeline.prepare import corpus_stamp
+from distill.pipeline.stages import STAGE_NAMES, STAGES, stage
 from distill.pipeline.train import TrainConfig
 from distill.students.grow import GROWABLE
 
@@ -123,37 +125,31 @@ class RunConfig:
 
 
 def _prepare_folder(cfg: RunConfig, resume: bool) -> Path:
-    out = Path(cfg.out)
-    saved = out / "config.json"
-    # a folder whose run stopped before training (bad teacher, interrupted labeling) holds nothing to keep
-    started = any((out / name).exists() for name in ("checkpoints", "student", "summary.json"))
+    folder = RunFolder(cfg.out)
     options = json.loads(json.dumps(asdict(cfg)))
-    previous = json.loads(saved.read_text()) if saved.is_file() else None
-    if previous is not None and started:
+    previous = folder.read_config() if folder.is_run() else None
+    # a folder whose run stopped before training (bad teacher, interrupted labeling) holds nothing to keep
+    if previous is not None and folder.started():
         if not resume:
-            raise DistillError(f"run folder {out} already holds a run; pass --resume to continue it, or another --out")
+            raise DistillError(f"run folder {folder.root} already holds a run; pass --resume to continue it, or "
+                               "another --out")
         # read back through RunConfig: an option added since the folder was written takes its default
         if json.loads(json.dumps(asdict(RunConfig.from_dict(previous)))) != options:
-            raise DistillError(f"--resume: the options differ from those saved in {saved}; rerun with the same ones")
+            raise DistillError(f"--resume: the options differ from those saved in {folder.config}; rerun with the "
+                               "same ones")
     elif previous is not None and previous != options:  # prepared data of other options would be stale
         import shutil
 
-        shutil.rmtree(stages.data_dir(out), ignore_errors=True)
-        (out / "pca.npz").unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(saved, asdict(cfg))
-    return out
-
-
-STAGES = ("targets", "train", "eval", "export")
+        shutil.rmtree(folder.data, ignore_errors=True)
+        folder.pca.unlink(missing_ok=True)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    save_json(folder.config, asdict(cfg))
+    return folder.root
 
 
 def load_config(run_dir: str | Path) -> RunConfig:
     """The options a run folder was made with (its ``config.json``)."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise DistillError(f"{run_dir} is not a run folder (no config.json)")
-    return RunConfig.from_dict(json.loads(path.read_text()))
+    return RunConfig.from_dict(RunFolder(run_dir).read_config())
 
 
 def write_report_safely(out: Path) -> None:
@@ -167,15 +163,15 @@ def write_report_safely(out: Path) -> None:
 
 
 def run(cfg: RunConfig, resume: bool = False, until: str = "export") -> dict:
-    """The main job: the stages in order, each skipped when its output in the run folder is complete.
-    Returns the summary written to ``<out>/summary.json`` (empty when ``until`` stops before eval).
+    """The main job: the stages of :data:`~distill.pipeline.stages.STAGES` in order, each skipped when its
+    output in the run folder is complete. Returns the summary written to ``<out>/summary.json`` (empty when
+    ``until`` stops before eval).
 
     Under ``accelerate launch`` every rank labels its share of the targets and trains its share of
     each batch; the main process alone writes the run folder and evaluates.
     """
-    if until not in STAGES:
-        raise DistillError(f"unknown stage {until!r} (one of {', '.join(STAGES)})")
-    state = distributed_state(cfg.device)
+    last = STAGE_NAMES.index(stage(until).name)
+    state = command_state(cfg)  # passed to every stage
     out = Path(cfg.out)
     if cfg.corpus:  # a corpus that does not exist or has an unknown format fails before the folder is made;
         Corpus(cfg.corpus, text_column=cfg.text_column, limit=cfg.limit)  # its texts are read (once) by prepare
@@ -188,7 +184,7 @@ def run(cfg: RunConfig, resume: bool = False, until: str = "export") -> dict:
         _prepare_folder(cfg, resume)
     state.wait_for_everyone()
     try:
-        return _run_stages(cfg, state, resume, until)
+        return _run_stages(cfg, state, resume, STAGES[:last + 1])
     except BaseException:
         if created and state.is_main_process:
             _remove_if_untouched(out)
@@ -200,30 +196,46 @@ def _remove_if_untouched(out: Path) -> None:
     teacher, an interrupted first labeling: the labels live in the target cache, not here)."""
     import shutil
 
-    files = [p for p in out.rglob("*") if p.is_file()]
-    if all(p == out / "config.json" for p in files):
+    config = RunFolder(out).config
+    if all(p == config for p in out.rglob("*") if p.is_file()):
         shutil.rmtree(out, ignore_errors=True)
         logger.info("the run stopped before its first stage wrote anything: removed %s", out)
 
 
-def _run_stages(cfg: RunConfig, state, resume: bool, until: str) -> dict:
-    out = Path(cfg.out)
-    if stages.prepared(out) and not stages.student_ready(out) and not (out / "checkpoints").is_dir():
-        if stages.read_meta(out).get("corpus_stamp") != stages.corpus_stamp(cfg):  # nothing trained on it yet
-            logger.info("the corpus changed since %s was prepared: preparing it again", out)
-            if state.is_main_process:
-                (stages.data_dir(out) / "meta.json").unlink()
-            state.wait_for_everyone()
-    if not stages.prepared(out):
-        stages.prepare(cfg)
-    if until == "targets":
-        return {}
-    if not stages.student_ready(out):
-        stages.train(cfg, resume=resume)
-    if until == "train" or not state.is_main_process:
-        return {}
-    summary = stages.evaluate(cfg)
-    write_report_safely(out)
-    if until == "export":
-        stages.export(cfg)
+def _run_stages(cfg: RunConfig, state, resume: bool, todo) -> dict:
+    folder = RunFolder(cfg.out)
+    if folder.stale(corpus_stamp(cfg)):  # prepared from another corpus, nothing trained on it yet
+        logger.info("the corpus changed since %s was prepared: preparing it again", folder.root)
+        if state.is_main_process:
+            folder.meta.unlink()
+        state.wait_for_everyone()
+    summary: dict = {}
+    for s in todo:
+        if s.complete is not None and s.complete(folder):
+            continue
+        if s.main_only and not state.is_main_process:
+            break
+        result = run_stage(cfg, s.name, state, resume=resume)
+        if s.name == "eval":
+            summary = result
     return summary
+
+
+def command_state(cfg: RunConfig):
+    """The distributed state of a command on the run of ``cfg``: resolved once, at the start (Accelerate's
+    state is a singleton the first call decides), and passed down to the stages."""
+    return distributed_state(cfg.device)
+
+
+def run_stage(cfg: RunConfig, name: str, state=None, resume: bool = False):
+    """One stage of the run in ``cfg.out`` (``distill train RUN``, ``distill eval RUN`` and :func:`run` come
+    here); ``state``: the distributed state, resolved here when the caller has none. Returns the stage's result
+    (train: the training log; eval: the summary)."""
+    s = stage(name)
+    state = state if state is not None else command_state(cfg)
+    if s.name == "train":
+        return s.run(cfg, state, resume=resume)
+    result = s.run(cfg, state)
+    if s.name == "eval":
+        write_report_safely(Path(cfg.out))
+    return result

@@ -17,9 +17,8 @@ import numpy as np
 
 from distill.errors import DistillError
 from distill.index.search import normalize_prefix
+from distill.pipeline.folder import RunFolder
 from distill.pipeline.pca import PCARotation
-
-PCA_NAME = "pca.npz"
 
 
 @dataclass(frozen=True)
@@ -32,8 +31,10 @@ class Space:
     config: dict  # the run's config.json: how the teacher was loaded for its targets
 
 
-def _student_config(run: Path) -> dict | None:
-    for path in (run / "student" / "distill_student.json", run / "data" / "student.json"):
+def _student_config(folder: RunFolder) -> dict | None:
+    from distill.students.base import CONFIG_NAME
+
+    for path in (folder.student / CONFIG_NAME, folder.student_config):
         if path.is_file():
             return json.loads(path.read_text())
     return None
@@ -44,14 +45,14 @@ def load_space(run: str | Path) -> Space:
 
     :raises DistillError: a folder that is not a prepared run.
     """
-    run = Path(run)
-    student = _student_config(run)
-    if not (run / PCA_NAME).is_file() or not (run / "config.json").is_file() or student is None:
-        raise DistillError(f"--space {run}: not a prepared run folder (it needs {PCA_NAME}, config.json and a "
-                           "student's config, as `distill run` writes them)")
-    pca = PCARotation.load(run / PCA_NAME)
-    return Space(run, pca, pca.fingerprint(), sorted(int(d) for d in student["dims"]), student.get("teacher", {}),
-                 json.loads((run / "config.json").read_text()))
+    folder = RunFolder(run)
+    student = _student_config(folder)
+    if not folder.pca.is_file() or not folder.is_run() or student is None:
+        raise DistillError(f"--space {run}: not a prepared run folder (it needs {folder.pca.name}, "
+                           f"{folder.config.name} and a student's config, as `distill run` writes them)")
+    pca = PCARotation.load(folder.pca)
+    return Space(folder.root, pca, pca.fingerprint(), sorted(int(d) for d in student["dims"]),
+                 student.get("teacher", {}), folder.read_config())
 
 
 class TeacherInSpace:

@@ -378,7 +378,7 @@ def _label_shard(teacher: Teacher, store: TargetStore, name: str, keys: np.ndarr
 
 def label(teacher: Teacher, kind: TargetKind | str, root: str | Path, texts: Iterable[str] | None = None,
           shard_size: int | None = None, batch_size: int = 64, progress: bool = True,
-          keys: np.ndarray | None = None) -> TargetView:
+          keys: np.ndarray | None = None, state=None) -> TargetView:
     """Make sure the store of (``teacher``, ``kind``) under ``root`` holds every text; return their view.
 
     :param texts: a re-iterable sequence of texts (a list or a :class:`~distill.pipeline.corpus.Corpus`):
@@ -387,14 +387,16 @@ def label(teacher: Teacher, kind: TargetKind | str, root: str | Path, texts: Ite
         once, and only up to the last text missing from the store).
     :param shard_size: texts per shard, the unit of resumption (default 4096; 1024 for token targets,
         whose shard is held in memory while it is labeled: ~T x D x 2 bytes a text).
+    :param state: the command's distributed state (every rank labels its share of the missing shards, the main
+        process writes the index); None: one process.
     :raises DistillError: no texts, or shards still missing after labeling.
     """
-    from distill.devices import distributed_state
+    from distill.devices import ONE_PROCESS
 
     kind = TargetKind(kind)
     shard_size = shard_size or (1024 if kind is TargetKind.TOKEN else 4096)
     root = Path(root)
-    state = distributed_state()
+    state = state or ONE_PROCESS
     store = TargetStore(root, store_identity(teacher, kind), kind, teacher.dim)
     if kind is TargetKind.VOCAB:
         vocab_ids, strings = teacher.vocab()

@@ -35,6 +35,7 @@ from distill.faults import maybe_crash
 from distill.io import atomic_path, remove_stale_tmp, save_text
 from distill.memory import trim_heap
 from distill.pipeline.data import TrainSet
+from distill.pipeline.folder import RunFolder
 from distill.pipeline.pca import PCARotation
 from distill.students import StaticStudent, Student
 from distill.students.losses import NestedLoss, TokenCosineLoss
@@ -187,15 +188,15 @@ class Trainer:
     """
 
     def __init__(self, student: Student, data: TrainSet, config: TrainConfig, run_dir: str | Path,
-                 pca: PCARotation, device: str | None = None, extra_terms: dict | None = None):
+                 pca: PCARotation, device: str | None = None, extra_terms: dict | None = None, state=None):
         from accelerate import Accelerator
 
-        from distill.devices import distributed_state
+        from distill.devices import run_device
 
         self.config, self.data, self.run_dir = config, data, Path(run_dir)
-        state = distributed_state(device)  # decides CPU vs CUDA for the Accelerator below
+        # ``state``: the command's distributed state (None: one process); it decides CPU vs CUDA here.
         # autocast is ours (bf16 on CUDA); accumulation is by hand so a short last step stays exact
-        self.accelerator = Accelerator(cpu=state.device.type == "cpu", mixed_precision="no")
+        self.accelerator = Accelerator(cpu=run_device(state, device).type == "cpu", mixed_precision="no")
         self.loss_fn = NestedLoss(student.dims, config.dim_weights, mse=config.mse, cosine=config.cosine,
                                   relational=config.relational, extra_terms=extra_terms)
         self.token_loss = TokenCosineLoss()
@@ -221,8 +222,8 @@ class Trainer:
         self.rotation = torch.from_numpy(pca.components).to(dev)  # (D_t, D_t)
         self.mean = torch.from_numpy(pca.mean).to(dev)  # (D_t,)
         self.factors = torch.from_numpy(pca.factors()).to(dev)  # (D_t,) whitening, or 1 / the RMS norm
-        self.checkpoint_dir = self.run_dir / "checkpoints"
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        folder = RunFolder(self.run_dir)
+        self.checkpoint_dir, self.metrics_path = folder.checkpoints, folder.metrics
         self.step = 0
         self._sizes: list[int] | None = None
 

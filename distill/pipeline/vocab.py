@@ -43,12 +43,14 @@ def training_texts(corpus: Corpus, train: np.ndarray, chunk: int = 16_384) -> It
 
 
 def add_corpus_words(cfg, teacher, corpus: Corpus, train: np.ndarray, tokenizer: Tokenizer, vocab: VocabTargets,
-                     data: Path, main: bool) -> tuple[VocabTargets, int]:
+                     data: Path, state) -> tuple[VocabTargets, int]:
     """Add the ``cfg.vocab_from_corpus`` most frequent words of the training texts that the tokenizer splits
     to ``tokenizer`` (in place) and their teacher targets to ``vocab``; returns (vocab, words added).
 
-    Every rank labels its share of the words; the main process writes ``data/``.
+    Every rank labels its share of the words (``state``: the command's distributed state); the main process
+    writes ``data/``.
     """
+    main = state.is_main_process
     check_tokenizer(tokenizer)
     counts = count_words(tokenizer, training_texts(corpus, train))
     words = pick_words(tokenizer, counts, cfg.vocab_from_corpus)
@@ -59,7 +61,8 @@ def add_corpus_words(cfg, teacher, corpus: Corpus, train: np.ndarray, tokenizer:
         if main:
             save_json(data / ITEMS, {"requested": cfg.vocab_from_corpus, "ids": [], "words": []})
         return vocab, 0
-    view = label(teacher, TargetKind.WORD, cfg.targets_dir, words, batch_size=max(256, cfg.teacher_batch_size))
+    view = label(teacher, TargetKind.WORD, cfg.targets_dir, words, batch_size=max(256, cfg.teacher_batch_size),
+                 state=state)
     ids = add_words(tokenizer, words)
     n_covered = sum(counts[w] for w in words)
     logger.info("added %d whole words of the corpus to the vocabulary (%d occurrences, %.1f%% of its words), "

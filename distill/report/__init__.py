@@ -6,9 +6,11 @@ import json
 import logging
 from pathlib import Path
 
+from distill.pipeline.folder import RunFolder
+
 logger = logging.getLogger(__name__)
 
-REPORT_NAME = "report.html"
+REPORT_NAME = RunFolder(".").report.name  # report.html
 BYTES_NAME = "report-bytes.json"  # the bytes-per-vector rows of the report, for tables
 
 

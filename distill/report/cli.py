@@ -87,19 +87,17 @@ def eval_command(
     """
     from distill.errors import DistillError
     from distill.models import load_model, run_folder_of
+    from distill.pipeline.folder import RunFolder
 
-    run_dir = Path(model)
-    if (run_dir / "config.json").is_file() and (run_dir / "data" / "meta.json").is_file() and not any(
-            (sts, word_pairs, analogies, retrieval)):
-        from distill.pipeline import stages
-        from distill.pipeline.run import load_config, write_report_safely
+    folder = RunFolder(model)
+    if folder.is_run() and folder.prepared() and not any((sts, word_pairs, analogies, retrieval)):
+        from distill.pipeline.run import load_config, run_stage
 
-        summary = stages.evaluate(load_config(run_dir))
-        write_report_safely(run_dir)
+        summary = run_stage(load_config(folder.root), "eval")  # and the report
         for section in ("holdout", "sts"):
             if section in summary:
                 typer.echo(f"{section}: {json.dumps(summary[section]['student'])}")
-        typer.echo(f"wrote {run_dir / 'summary.json'}")
+        typer.echo(f"wrote {folder.summary}")
         return
 
     from distill.report.evaluation import evaluate_model

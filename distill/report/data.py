@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.errors import DistillError
+from distill.pipeline.folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 def _find_vocab_targets(run_dir: Path):
     """The run's vocab targets (from the target store its ``data/`` names); None when they are gone."""
-    from distill.pipeline.stages import load_vocab
+    from distill.pipeline.prepare import load_vocab
 
     try:
         return load_vocab(run_dir)
@@ -147,10 +148,9 @@ def _hierarchy_map(run_dir: Path, strings: list[str], ids: np.ndarray, teacher_a
                    rotate) -> tuple[TokenSet, str] | None:
     """The members of the first (coarsest) level of the run's ``groups.json``, each labelled with its group;
     a seeded sample of ``N_MAP_TOKENS`` when the level has more. None when the run has no groups.json."""
-    from distill.hierarchy.session import GROUPS_NAME
     from distill.hierarchy.tree import Hierarchy
 
-    path = run_dir / GROUPS_NAME
+    path = RunFolder(run_dir).groups
     if not path.is_file():
         return None
     try:
@@ -189,10 +189,10 @@ def _bytes_rows(run_dir: Path, student, pca, dims: list[int], k: int = 10) -> di
     from distill.index.search import normalize_prefix
     from distill.pipeline.targets import TargetView
 
-    data = run_dir / "data"
+    folder = RunFolder(run_dir)
     try:
-        texts = [json.loads(line) for line in (data / "holdout.jsonl").read_text(encoding="utf-8").splitlines()]
-        x_teacher = TargetView.load(data, "targets").pooled(np.load(data / "split.npz")["held"])  # (N, D_t)
+        texts = [json.loads(line) for line in folder.holdout.read_text(encoding="utf-8").splitlines()]
+        x_teacher = TargetView.load(folder.data, "targets").pooled(np.load(folder.split)["held"])  # (N, D_t)
     except (OSError, ValueError, KeyError, DistillError):
         return None
     if len(texts) <= k or len(texts) != len(x_teacher):
@@ -275,21 +275,20 @@ def load_run(run_dir: str | Path, groups: dict[str, list[str]] | None = None) ->
 
     :raises DistillError: when the folder holds no finished run (no summary.json or student/).
     """
-    run_dir = Path(run_dir)
-    for name in ("config.json", "summary.json"):
-        if not (run_dir / name).is_file():
-            raise DistillError(f"{run_dir} holds no finished run (no {name})")
-    config = json.loads((run_dir / "config.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    data = RunData(run_dir, config, summary, read_metrics(run_dir / "metrics.jsonl"),
-                   [int(d) for d in summary.get("dims", [])])
+    folder = RunFolder(run_dir)
+    run_dir = folder.root
+    for path in (folder.config, folder.summary):
+        if not path.is_file():
+            raise DistillError(f"{run_dir} holds no finished run (no {path.name})")
+    config, summary = folder.read_config(), folder.read_summary()
+    data = RunData(run_dir, config, summary, read_metrics(folder.metrics), [int(d) for d in summary.get("dims", [])])
 
     from distill.pipeline.pca import PCARotation
     from distill.students import load_student
 
-    student = load_student(run_dir / "student")
+    student = load_student(folder.student)
     data.dims = data.dims or student.dims
-    pca = PCARotation.load(run_dir / "pca.npz") if (run_dir / "pca.npz").is_file() else None
+    pca = PCARotation.load(folder.pca) if folder.pca.is_file() else None
 
     def rotate(x: np.ndarray) -> np.ndarray:
         return pca.transform(x) if pca is not None else np.asarray(x, dtype=np.float32)
@@ -304,13 +303,13 @@ def load_run(run_dir: str | Path, groups: dict[str, list[str]] | None = None) ->
     else:
         data.tokens = _token_set(groups, strings, ids, fresh, student, rotate)
         hierarchy = None
-        if (run_dir / "groups.json").is_file():
+        if folder.groups.is_file():
             logger.info("no cached vocab targets: the token map shows the report's groups, not groups.json")
     data.token_map, data.map_source = hierarchy or (data.tokens, "the report's token groups")
     data.bytes_rows = _bytes_rows(run_dir, student, pca, data.dims)
 
     n_params = sum(p.numel() for p in student.parameters())
-    weights = run_dir / "student" / "model.safetensors"
+    weights = folder.student / "model.safetensors"
     speeds = [m["texts_per_s"] for m in data.metrics if "texts_per_s" in m]
     data.facts = {
         "student parameters": f"{n_params:,}",

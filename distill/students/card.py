@@ -83,24 +83,6 @@ def teacher_license(teacher: dict) -> str | None:
     return str(found) if found else None
 
 
-# ---- the run's summary ----------------------------------------------------------------------------------------
-def run_summary(run_dir: str | Path, student: Student) -> dict | None:
-    """The ``summary.json`` of the run that made ``student`` (``run_dir`` is the run or its ``student/``
-    folder), or None when there is none or it belongs to another teacher."""
-    run_dir = Path(run_dir)
-    path = next((p for p in (run_dir / "summary.json", run_dir.parent / "summary.json") if p.is_file()), None)
-    if path is None:
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        logger.warning("%s is not valid JSON: the model card goes without the run's numbers", path)
-        return None
-    if not isinstance(summary, dict) or summary.get("teacher") != student.config.teacher:
-        return None
-    return summary
-
-
 # ---- the card ------------------------------------------------------------------------------------------------
 def _quality(summary: dict, dims: list[int]) -> list[str]:
     lines: list[str] = []
@@ -262,7 +244,7 @@ def write_model_card(folder: str | Path, student: Student, summary: dict | None,
                      dtype: str = "float32") -> Path:
     """Write ``folder/README.md``: the model card of ``student`` exported as ``fmt``.
 
-    :param summary: the run's ``summary.json`` (see :func:`run_summary`), or None.
+    :param summary: the run's ``summary.json`` (see :func:`distill.pipeline.folder.summary_of`), or None.
     :param fmt: native | sentence-transformers | model2vec | onnx (what the usage section shows).
     """
     path = Path(folder) / CARD_NAME
