@@ -89,7 +89,7 @@ def test_kill_and_resume_is_byte_identical(tiny_bert_dir, tiny_corpus, tmp_path)
     wrapper = tmp_path / "slow_cli.py"
     wrapper.write_text(
         "import time\n"
-        "import distill.pipeline.targets as targets\n"
+        "import distill.pipeline.targets.labeling as targets\n"
         "label = targets._label_shard\n"
         "def slow(*args, **kwargs):\n"
         "    label(*args, **kwargs)\n"

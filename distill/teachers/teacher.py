@@ -240,6 +240,14 @@ class Teacher:
                                  add_special_tokens=False)["input_ids"] if self.prompt else [])
         return [context + self.frame(list(prompt) + [int(i)]) for i in ids], len(context)
 
+    def word_seqs(self, words: list[str]) -> tuple[list[list[int]], int]:
+        """Inputs for the whole-word targets of ``words`` and how many leading tokens not to pool: each word
+        as a text (its pieces inside the special tokens and prompt), after the context a vocabulary token
+        gets (:meth:`vocab_context`), so a whole word's row starts where its pieces' rows do."""
+        context = self.vocab_context()
+        seqs, _ = self.tokenize(list(words))
+        return [context + s for s in seqs], len(context)
+
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
         """Token ids with special tokens, truncated to the model's limit; returns (ids, n_truncated)."""
         room = self.max_length - len(self._prefix) - len(self._suffix)
