@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import click
@@ -85,3 +87,18 @@ def test_an_unknown_student_is_refused_at_once_with_no_folder(tmp_path):
 @pytest.mark.parametrize("ratio, text", [(160.4, "160x"), (3.44, "3.4x"), (0.33, "0.33x"), (1.0, "1x"), (10.0, "10x")])
 def test_speedups_below_one_do_not_read_as_zero(ratio, text):
     assert speedup_text(ratio) == text
+
+
+def test_run_options_are_data_checked_without_torch():
+    """The config module builds and checks a run's options without importing torch; its student kinds are
+    the students the registry can build."""
+    code = ("import sys\n"
+            "from distill.pipeline.config import RunConfig, StudentKind\n"
+            "cfg = RunConfig(out='x', student='layers')\n"
+            "assert cfg.student is StudentKind.LAYERS and cfg.student.derived and cfg.student.token_states\n"
+            "assert 'torch' not in sys.modules, 'the config imported torch'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    from distill.pipeline.config import StudentKind
+    from distill.students import STUDENTS
+
+    assert [k.value for k in StudentKind] == list(STUDENTS)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from enum import Enum
 
 import numpy as np
 import torch
 
-from distill.errors import choice
 from distill.memory import trim_heap
+from distill.pipeline.config import TokenWeighting
 from distill.pipeline.data import TokenArrays
 from distill.pipeline.pca import PCARotation
 from distill.pipeline.targets import TargetView
@@ -18,18 +17,6 @@ from distill.students.static import bag_means_flat
 
 logger = logging.getLogger(__name__)
 _UNUSED_LOG_WEIGHT = -20.0  # tokens with no teacher target barely count in a weighted mean
-
-
-class TokenWeighting(str, Enum):
-    """The static student's initial per-token pooling weights (``--token-weights``)."""
-
-    SIF = "sif"  # a / (a + p(token)), from token counts
-    BM25 = "bm25"  # BM25's IDF, from document frequencies
-    NONE = "none"  # a plain mean: every token weighs the same
-
-    @classmethod
-    def parse(cls, value: str) -> TokenWeighting:
-        return choice(cls, value, "token weighting")
 
 
 def sif_log_weights(counts: np.ndarray, a: float = 1e-3) -> np.ndarray:

@@ -22,6 +22,7 @@ from distill.devices import ONE_PROCESS, release_memory, run_device
 from distill.errors import DistillError
 from distill.io import remove_stale_tmp, save_json, save_text
 from distill.memory import trim_heap
+from distill.pipeline.config import StudentKind
 from distill.pipeline.corpus import Corpus, resolve_source
 from distill.pipeline.folder import RunFolder
 from distill.pipeline.pca import PCARotation
@@ -30,8 +31,6 @@ from distill.pipeline.targets import TargetKind, TargetView, VocabTargets, label
 logger = logging.getLogger(__name__)
 PCA_SAMPLE = 200_000  # PCA is fitted on at most this many training targets (a seeded sample)
 CHUNK = 16_384  # texts per chunk when streaming over the corpus
-DERIVED = ("layers", "conv")  # students made of the teacher's own layers (conv: merging tokens between them)
-CONTEXTUAL = ("transformer", "layers")  # students with token states that line up with the teacher's tokens
 
 
 @contextmanager
@@ -67,12 +66,13 @@ def student_dims(dims, teacher_dim: int) -> list[int]:
     return kept
 
 
-def target_kind(student: str, token_targets: bool) -> TargetKind:
+def target_kind(student: StudentKind | str, token_targets: bool) -> TargetKind:
     """Token targets for a contextual student that learns them, text targets otherwise."""
-    if student == "conv" and token_targets:
+    student = StudentKind(student)
+    if student is StudentKind.CONV and token_targets:
         logger.info("conv student: trained on the teacher's text vectors only (its merged positions do not line "
                     "up with the teacher's tokens, so there are no token targets)")
-    return TargetKind.TOKEN if student in CONTEXTUAL and token_targets else TargetKind.TEXT
+    return TargetKind.TOKEN if student.token_states and token_targets else TargetKind.TEXT
 
 
 def run_teacher(cfg, state):
@@ -108,7 +108,7 @@ def read_corpus(cfg, main: bool) -> tuple[Corpus | None, np.ndarray | None]:
 def load_run_teacher(cfg, state):
     """The teacher, checked for what the student needs of it, with its weights fingerprint computed."""
     teacher = run_teacher(cfg, state)
-    if cfg.student == "conv":  # before any labeling: a teacher it cannot be derived from fails now
+    if cfg.student is StudentKind.CONV:  # before any labeling: a teacher it cannot be derived from fails now
         from distill.students.conv import check_teacher
 
         check_teacher(teacher.model.config.to_dict(), teacher.pooling.value, cfg.merge, cfg.merge_after, cfg.depth,
@@ -124,7 +124,7 @@ def label_vocab(cfg, teacher, corpus: Corpus | None, folder: RunFolder, state):
     if cfg.tokenizer == "char":
         from distill.hierarchy.chars import char_tokenizer, corpus_chars
 
-        if cfg.student != "static":
+        if cfg.student is not StudentKind.STATIC:
             raise DistillError("--tokenizer char needs --student static")
         if corpus is None:
             raise DistillError("--tokenizer char needs --corpus: the characters come from its texts")
@@ -176,7 +176,7 @@ def derive_layers(cfg, teacher, folder: RunFolder, main: bool) -> dict:
         raise DistillError(f"--student {cfg.student} distils the teacher's last layer; leave --layer out")
     hf = teacher.model.config.to_dict()
     layers = pick_layers(teacher_depth(hf), cfg.depth, list(cfg.layers) if cfg.layers else None)
-    merged = {"merge": cfg.merge, "merge_after": cfg.merge_after} if cfg.student == "conv" else {}
+    merged = {"merge": cfg.merge, "merge_after": cfg.merge_after} if cfg.student is StudentKind.CONV else {}
     keep = {k: v for k, v in derived_hf_config(hf, len(layers)).items()
             if not k.startswith("_") and k not in ("architectures", "torch_dtype", "dtype", "transformers_version")}
     if main:
@@ -192,9 +192,9 @@ def student_config(cfg, teacher, tokenizer, dims: list[int], n_words: int, folde
     from distill.students import StudentConfig
 
     special = teacher.tokenizer
-    derived = derive_layers(cfg, teacher, folder, main) if cfg.student in DERIVED else {}
-    return StudentConfig(kind=cfg.student, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True), dim=dims[-1],
-                         dims=dims, teacher=teacher.identity(), width=cfg.width, n_layers=cfg.n_layers,
+    derived = derive_layers(cfg, teacher, folder, main) if cfg.student.derived else {}
+    return StudentConfig(kind=cfg.student.value, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+                         dim=dims[-1], dims=dims, teacher=teacher.identity(), width=cfg.width, n_layers=cfg.n_layers,
                          n_heads=cfg.n_heads, max_length=teacher.max_length, pad_id=special.pad_token_id or 0,
                          cls_id=special.cls_token_id, sep_id=special.sep_token_id, prompts=teacher.prompts,
                          default_prompt_name=teacher.prompt_name, corpus_words=n_words, **derived)

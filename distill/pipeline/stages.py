@@ -22,9 +22,10 @@ import torch
 from distill.devices import ONE_PROCESS, release_memory
 from distill.errors import DistillError
 from distill.io import save_json
+from distill.pipeline.config import StudentKind
 from distill.pipeline.folder import RunFolder, RunSummary
 from distill.pipeline.pca import PCARotation
-from distill.pipeline.prepare import DERIVED, load_vocab, prepare, run_teacher  # noqa: F401  (prepare: run by name)
+from distill.pipeline.prepare import load_vocab, prepare, run_teacher  # noqa: F401  (prepare: run by name)
 from distill.pipeline.targets import TargetKind, TargetView
 
 logger = logging.getLogger(__name__)
@@ -65,16 +66,16 @@ def _initialised_student(cfg, folder: RunFolder, view: TargetView | None, train_
     vocab, pca, tokens = load_vocab(folder), PCARotation.load(folder.pca), TokenArrays(folder.data)
     # one pass over the token ids: SIF weights and the emergent hierarchy both start from these counts
     counts = tokens.token_counts(train_idx, config.vocab_size) if view is not None else None
-    if cfg.student != "static" and view is None:
+    if cfg.student is not StudentKind.STATIC and view is None:
         raise DistillError(f"a {cfg.student} student needs texts to learn from: pass --corpus")
-    if cfg.student in DERIVED:
+    if cfg.student.derived:
         from safetensors.torch import load_file
 
         student.init_from(load_file(str(folder.layers_init)), pca.components, pca.mean, pca.factors())
     else:
         init_static(student, vocab.ids, vocab.pooled, pca, tokens=tokens if view is not None else None,
                     rows=train_idx, targets=view, counts=counts, weighting=cfg.token_weights)
-    if cfg.student == "transformer":
+    if cfg.student is StudentKind.TRANSFORMER:
         init_transformer(student, vocab.input_embeddings, vocab.ids)
     return student, vocab, tokens, counts
 
@@ -98,7 +99,7 @@ def train(cfg, state=None, resume: bool = False) -> dict:
     if view is not None and state.is_main_process and not folder.has_init():
         _save_student(student, folder.student_init)  # the baseline training must beat (evaluate scores both)
     if view is not None:
-        dataset = TrainSet(tokens, view, train_idx, static=cfg.student == "static",
+        dataset = TrainSet(tokens, view, train_idx, static=cfg.student is StudentKind.STATIC,
                            token_targets=meta["kind"] == TargetKind.TOKEN.value, pad_id=student.config.pad_id)
         trainer = Trainer(student, dataset, _train_config(cfg, student.dims), folder.root, pca, device=cfg.device,
                           extra_terms=hierarchy.terms if hierarchy else None, state=state)
@@ -236,7 +237,8 @@ def export(cfg, state=None) -> None:
     student = load_student(folder.student)
     summary = summary_of(folder.root, student.config.teacher)
     write_model_card(folder.student, student, summary, ExportFormat.NATIVE.value)
-    if cfg.student in ("static", "layers"):  # transformer and conv students have no sentence-transformers form
+    # transformer and conv students have no sentence-transformers form
+    if cfg.student in (StudentKind.STATIC, StudentKind.LAYERS):
         export_student(student, folder.student_st, ExportFormat.SENTENCE_TRANSFORMERS.value, summary=summary)
 
 

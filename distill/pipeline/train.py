@@ -21,7 +21,7 @@ import math
 import re
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from distill.errors import DistillError, TrainingError
 from distill.faults import maybe_crash
 from distill.io import atomic_path, remove_stale_tmp, save_text
 from distill.memory import trim_heap
+from distill.pipeline.config import TrainConfig
 from distill.pipeline.data import TrainSet
 from distill.pipeline.folder import RunFolder
 from distill.pipeline.pca import PCARotation
@@ -45,53 +46,6 @@ _CHECKPOINT = re.compile(r"^step-(\d+)\.pt$")
 # padded token positions per forward pass of a contextual student: a micro-batch with more runs in passes of
 # texts of similar length, each padded only to its own longest text (see Trainer._contextual_forward)
 TOKENS_PER_PASS = 8192
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 4
-    batch_size: int = 256  # texts per micro-batch (per optimizer step: batch_size * grad_accum)
-    lr: float = 3e-3  # static, 5k movie-review texts, 8 epochs: overlap@10 0.23 (1e-3) -> 0.27, same STS
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    grad_accum: int = 1
-    clip: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 200  # optimizer steps
-    mse: float = 1.0
-    cosine: float = 1.0
-    relational: float = 1.0
-    token: float = 1.0  # token-level term (transformer students with token targets)
-    dim_weights: tuple[float, ...] | None = None  # one per prefix size (default: all 1)
-    log_every: int = 10
-    # double a transformer or layers student's depth at these points: a value in (0, 1) is a share of the
-    # optimizer steps (0.5: halfway), a whole number >= 1 a step; one doubling per value
-    grow_at: tuple[float, ...] | None = None
-
-    def __post_init__(self) -> None:
-        """Checks what the CLI's bounds check for flags, for options that come from a config file.
-
-        :raises DistillError: on a value no run can use.
-        """
-        if self.dim_weights is not None:
-            object.__setattr__(self, "dim_weights", tuple(float(w) for w in self.dim_weights))
-        if self.grow_at is not None:
-            object.__setattr__(self, "grow_at", tuple(float(g) for g in self.grow_at) or None)
-            bad = [g for g in self.grow_at or () if not (0 < g < 1 or (g >= 1 and g.is_integer()))]
-            if bad:
-                raise DistillError(f"--grow-at takes shares of training in (0, 1) or step numbers >= 1, got "
-                                   f"{', '.join(f'{g:g}' for g in bad)}")
-        least = {"epochs": 0, "batch_size": 1, "grad_accum": 1, "checkpoint_every": 1, "log_every": 1}
-        for name, low in least.items():
-            if getattr(self, name) < low:
-                raise DistillError(f"training option {name} must be at least {low}, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "clip", "mse", "cosine", "relational", "token"):
-            if getattr(self, name) < 0:
-                raise DistillError(f"training option {name} must not be negative, got {getattr(self, name)}")
-        if not 0 <= self.warmup_ratio <= 1:
-            raise DistillError(f"training option warmup_ratio must be within 0..1, got {self.warmup_ratio}")
-        if self.dim_weights is not None and (not self.dim_weights or min(self.dim_weights) < 0):
-            raise DistillError(f"dim weights must be non-negative numbers, got {list(self.dim_weights)}")
 
 
 def growth_steps(grow_at: tuple[float, ...] | None, total_steps: int) -> list[int]:
