@@ -1,5 +1,8 @@
 """The training data of a run, streamed from disk: token ids, targets, batches.
 
+Batches of texts of similar length (contextual students pad each to its longest text) come from
+:func:`epoch_order` and :func:`length_passes`.
+
 Nothing here grows with the corpus in memory: token ids are one flat int32 file with int64 offsets
 (read with ``pread``), targets are read from the target store's shards batch by batch
 (:class:`~distill.pipeline.targets.TargetView`), and the PCA rotation is applied on the device,
@@ -122,3 +125,39 @@ class TrainSet(torch.utils.data.Dataset):
 def collate_batch(batch):
     """The DataLoader's collate: ``__getitems__`` already built the batch."""
     return batch
+
+
+# ---- length-sorted batches ----------------------------------------------------------------------
+def epoch_order(n: int, seed: int, batch: int, lengths: np.ndarray | None = None, pool: int = 50) -> np.ndarray:
+    """The order of the ``n`` training texts in one epoch, fixed by ``seed``.
+
+    With ``lengths`` (contextual students, which pad each batch to its longest text), texts are
+    sorted by length within pools of ``pool`` batches and the batches shuffled, so a batch holds
+    texts of similar length and pays little padding, while batches still come in random order.
+    """
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    if lengths is None:
+        return perm
+    batches = []
+    for start in range(0, n, batch * pool):
+        part = perm[start:start + batch * pool]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i:i + batch] for i in range(0, len(part), batch)]
+    tail = batches.pop() if len(batches[-1]) < batch else None  # a short last batch stays last
+    order = [batches[i] for i in rng.permutation(len(batches))] + ([tail] if tail is not None else [])
+    return np.concatenate(order)
+
+
+def length_passes(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
+    """The rows of a batch of texts with ``lengths`` tokens, cut into forward passes: rows in order of length,
+    a pass as long as its rows times its longest one stay within ``budget`` padded positions (a text longer
+    than ``budget`` is a pass of its own). Together the passes hold every row once."""
+    order = np.argsort(lengths, kind="stable")
+    passes, start = [], 0
+    for end in range(1, len(order) + 1):  # lengths ascend: the row at end - 1 is the longest so far
+        if end - 1 > start and (end - start) * int(lengths[order[end - 1]]) > budget:
+            passes.append(order[start:end - 1])
+            start = end - 1
+    passes.append(order[start:])
+    return passes

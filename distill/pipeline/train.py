@@ -15,7 +15,6 @@ grows a fresh model as often, then loads the weights.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -32,11 +31,12 @@ from tqdm.auto import tqdm
 from distill.devices import autocast
 from distill.errors import DistillError, TrainingError
 from distill.faults import maybe_crash
-from distill.io import atomic_path, remove_stale_tmp, save_text
+from distill.io import atomic_path, remove_stale_tmp
 from distill.memory import trim_heap
 from distill.pipeline.config import TrainConfig
-from distill.pipeline.data import TrainSet
+from distill.pipeline.data import TrainSet, epoch_order, length_passes
 from distill.pipeline.folder import RunFolder
+from distill.pipeline.metrics import MetricsLog
 from distill.pipeline.pca import PCARotation
 from distill.students import StaticStudent, Student
 from distill.students.losses import NestedLoss, TokenCosineLoss
@@ -69,41 +69,6 @@ def _schedule(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def epoch_order(n: int, seed: int, batch: int, lengths: np.ndarray | None = None, pool: int = 50) -> np.ndarray:
-    """The order of the ``n`` training texts in one epoch, fixed by ``seed``.
-
-    With ``lengths`` (contextual students, which pad each batch to its longest text), texts are
-    sorted by length within pools of ``pool`` batches and the batches shuffled, so a batch holds
-    texts of similar length and pays little padding, while batches still come in random order.
-    """
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    if lengths is None:
-        return perm
-    batches = []
-    for start in range(0, n, batch * pool):
-        part = perm[start:start + batch * pool]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[i:i + batch] for i in range(0, len(part), batch)]
-    tail = batches.pop() if len(batches[-1]) < batch else None  # a short last batch stays last
-    order = [batches[i] for i in rng.permutation(len(batches))] + ([tail] if tail is not None else [])
-    return np.concatenate(order)
-
-
-def length_passes(lengths: np.ndarray, budget: int = TOKENS_PER_PASS) -> list[np.ndarray]:
-    """The rows of a batch of texts with ``lengths`` tokens, cut into forward passes: rows in order of length,
-    a pass as long as its rows times its longest one stay within ``budget`` padded positions (a text longer
-    than ``budget`` is a pass of its own). Together the passes hold every row once."""
-    order = np.argsort(lengths, kind="stable")
-    passes, start = [], 0
-    for end in range(1, len(order) + 1):  # lengths ascend: the row at end - 1 is the longest so far
-        if end - 1 > start and (end - start) * int(lengths[order[end - 1]]) > budget:
-            passes.append(order[start:end - 1])
-            start = end - 1
-    passes.append(order[start:])
-    return passes
 
 
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -380,114 +345,88 @@ class Trainer:
             return self.step
         return 0
 
-    def _trim_metrics(self) -> None:
-        """Drop metric lines past the step training restarts from (all of them on a fresh start); the growth
-        records kept are those of the doublings the restored model holds."""
-        if not (self.accelerator.is_main_process and self.metrics_path.is_file()):
-            return
-        kept = []
-        for line in self.metrics_path.read_text().splitlines():
+    def fit(self, resume: bool = False) -> dict:
+        """Train to ``total_steps`` (from the newest checkpoint with ``resume``); returns the training log."""
+        acc = self.accelerator
+        if acc.is_main_process:
+            remove_stale_tmp(self.metrics_path.parent)  # of a run killed while writing
+        if resume:
+            self.resume()
+        self.growth += MetricsLog.trim(self.metrics_path, self.step) if acc.is_main_process else []
+        self.model.train()
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="train",
+                   disable=not acc.is_main_process)
+        t0 = time.perf_counter()
+        with MetricsLog(self.metrics_path if acc.is_main_process else None, self.step) as log:
             try:
-                record = json.loads(line)
-                if record["step"] <= self.step:
-                    kept.append(line)
-                    if record.get("event") == "grow":
-                        self.growth.append(record)
-            except (ValueError, KeyError, TypeError, AttributeError):  # a line torn by a kill
-                break
-        save_text(self.metrics_path, "".join(ln + "\n" for ln in kept))
+                while self.step < self.total_steps:
+                    epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+                    plan = self._epoch_plan(epoch)[in_epoch:]
+                    batches = iter(self._loader([mb for step in plan for mb in step]))
+                    for micro_batches in plan:
+                        last_batch = self._step(micro_batches, batches, log)
+                        bar.update(1)
+                        self._after_step(last_batch, epoch, log, bar)
+            finally:
+                bar.close()
+        self.model.eval()
+        out = {"steps": self.step, "first_loss": log.first_loss, "final_loss": log.last_loss,
+               "seconds": time.perf_counter() - t0, "config": asdict(self.config)}
+        if self.growth:
+            out["growth"] = self.growth
+        return out
+
+    def _step(self, micro_batches: list[np.ndarray], batches, log: MetricsLog) -> dict:
+        """One optimizer step over ``micro_batches`` (read from ``batches``); its loss terms go to ``log``.
+        Returns the last micro-batch (growth measures the loss on it)."""
+        acc, world = self.accelerator, self.accelerator.num_processes
+        logs: dict[str, torch.Tensor] = {}
+        n_texts = 0
+        for k, mb in enumerate(micro_batches):
+            self._sizes = [len(mb[r::world]) for r in range(world)]
+            batch = next(batches)
+            with nullcontext() if k == len(micro_batches) - 1 else acc.no_sync(self.model):  # sync once a step
+                loss, logs = self._loss(batch)
+                acc.backward(loss / len(micro_batches))
+            n_texts += len(mb)
+        if self.config.clip:
+            acc.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        maybe_crash("train:step")
+        for term in self.loss_fn.extra_terms.values():  # e.g. emergent groups refreshed from the student
+            if hasattr(term, "on_step"):
+                term.on_step(self.step, self.student)
+        log.add({**logs, "_backward": loss.detach()}, n_texts)  # the loss the gradients came from: NaN check
+        if acc.device.type == "cpu":  # CPU training: activations live in the host heap (see distill.memory)
+            trim_heap()
+        return batch
+
+    def _after_step(self, batch: dict, epoch: int, log: MetricsLog, bar) -> None:
+        """The log line, growth and checkpoint due after this step, in that order."""
+        cfg = self.config
+        checkpoint = self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps
+        if self.step % cfg.log_every == 0 or checkpoint:
+            since = log.logged_step
+            means = log.means()  # the one device sync between log steps
+            self._check_finite(means.pop("_backward"), since)
+            log.write(self.step, epoch, self.scheduler.get_last_lr()[0], means)
+            bar.set_postfix(loss=f"{means['loss']:.4f}")
+        if self.step in self.grow_steps:  # after the step's log line, before its checkpoint
+            log.event(self._grow(batch, epoch))
+            maybe_crash("train:grow")
+        if checkpoint:
+            self.save_checkpoint()
 
     def _check_finite(self, loss: float, since: int) -> None:
+        """:raises TrainingError: when the mean loss of the steps after ``since`` is not finite."""
         if not math.isfinite(loss):
             where = f"step {self.step - 1}" if self.step - since == 1 else f"steps {since}-{self.step - 1}"
             raise TrainingError(
                 f"loss became {loss} at {where}; the last good checkpoint "
                 f"is kept in {self.checkpoint_dir}. Try a lower --lr.")
-
-    def fit(self, resume: bool = False) -> dict:
-        cfg, acc = self.config, self.accelerator
-        if acc.is_main_process:
-            remove_stale_tmp(self.metrics_path.parent)  # of a run killed while writing
-        if resume:
-            self.resume()
-        self._trim_metrics()
-        world = acc.num_processes
-        self.model.train()
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="train",
-                   disable=not acc.is_main_process)
-        seen, t_log, t0 = 0, time.perf_counter(), time.perf_counter()
-        first_loss, last_loss = None, None  # JSON null, not NaN, when no step ran
-        sums: dict[str, torch.Tensor] = {}  # loss terms summed on the device since the last log
-        n_summed = 0
-        metrics = open(self.metrics_path, "a") if acc.is_main_process else None
-        host_batches = acc.device.type == "cpu"
-        try:
-            while self.step < self.total_steps:
-                epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-                plan = self._epoch_plan(epoch)[in_epoch:]
-                batches = iter(self._loader([mb for step in plan for mb in step]))
-                for micro_batches in plan:
-                    logs: dict[str, torch.Tensor] = {}
-                    for k, mb in enumerate(micro_batches):
-                        self._sizes = [len(mb[r::world]) for r in range(world)]
-                        last = k == len(micro_batches) - 1
-                        batch = next(batches)
-                        with nullcontext() if last else acc.no_sync(self.model):  # sync once per step
-                            loss, logs = self._loss(batch)
-                            acc.backward(loss / len(micro_batches))
-                        seen += len(mb)
-                    if cfg.clip:
-                        acc.clip_grad_norm_(self.model.parameters(), cfg.clip)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.scheduler.step()
-                    self.step += 1
-                    maybe_crash("train:step")
-                    for term in self.loss_fn.extra_terms.values():  # e.g. emergent groups refreshed from the student
-                        if hasattr(term, "on_step"):
-                            term.on_step(self.step, self.student)
-                    logs["_backward"] = loss.detach()  # the loss the gradients came from: checked for NaN
-                    for name, value in logs.items():
-                        sums[name] = sums[name] + value if name in sums else value.clone()
-                    n_summed += 1
-                    if host_batches:  # CPU training: activations live in the host heap (see distill.memory)
-                        trim_heap()
-                    bar.update(1)
-                    checkpoint = self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps
-                    if self.step % cfg.log_every == 0 or checkpoint:
-                        names = list(sums)
-                        values = (torch.stack([sums[n] for n in names]) / n_summed).tolist()  # the one sync
-                        means = dict(zip(names, values))
-                        self._check_finite(means.pop("_backward"), self.step - n_summed)
-                        last_loss = means["loss"]
-                        first_loss = last_loss if first_loss is None else first_loss
-                        bar.set_postfix(loss=f"{last_loss:.4f}")
-                        if metrics:
-                            now = time.perf_counter()
-                            metrics.write(json.dumps({"step": self.step, "epoch": epoch,
-                                                      "lr": self.scheduler.get_last_lr()[0],
-                                                      "texts_per_s": seen / max(now - t_log, 1e-9), **means}) + "\n")
-                            metrics.flush()
-                            seen, t_log = 0, now
-                        sums, n_summed = {}, 0
-                    if self.step in self.grow_steps:  # after the step's log line, before its checkpoint
-                        record = self._grow(batch, epoch)
-                        if metrics:
-                            metrics.write(json.dumps(record) + "\n")
-                            metrics.flush()
-                        maybe_crash("train:grow")
-                    if checkpoint:
-                        self.save_checkpoint()
-        finally:
-            bar.close()
-            if metrics:
-                metrics.close()
-        self.model.eval()
-        out = {"steps": self.step, "first_loss": first_loss, "final_loss": last_loss,
-               "seconds": time.perf_counter() - t0, "config": asdict(cfg)}
-        if self.growth:
-            out["growth"] = self.growth
-        return out
 
     def save_checkpoint(self) -> None:
         self.accelerator.wait_for_everyone()
