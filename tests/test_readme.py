@@ -415,3 +415,35 @@ def test_lower_layers_never_import_upper_ones():
     units = {p.stem if p.is_file() else p.name for p in (ROOT / "distill").iterdir()
              if p.suffix == ".py" or (p / "__init__.py").is_file()}
     assert units - TOP <= set(level), f"give {sorted(units - TOP - set(level))} a layer in docs/design.md and here"
+
+
+# ---- the shape of the code (issue 22): what keeps a newcomer's reading short -----------------------------------
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body, its docstring left out."""
+    body = node.body
+    first = body[1] if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+        else body[0]
+    return node.end_lineno - first.lineno + 1
+
+
+def test_no_module_past_450_lines_and_no_function_body_past_60():
+    long = []
+    for path in sorted((ROOT / "distill").rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 450:
+            long.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(node) > 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: a {_body_lines(node)}-line body")
+    assert long == []
+
+
+def test_ruff_is_clean_with_the_complexity_rule_at_12():
+    import subprocess
+    import sys
+
+    settings = (ROOT / "pyproject.toml").read_text()
+    assert '"C901"' in settings and "max-complexity = 12" in settings
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "distill", "bench", "tests", "scripts"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]

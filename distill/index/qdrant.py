@@ -241,25 +241,9 @@ def build_qdrant(model: EmbeddingModel, texts: list[str], out: str | Path, dims:
     collection = collection or out.resolve().name
     identity = model_identity(model)
     key = texts_sha256([json.dumps([identity, dims, metric.value, precision.value, url, collection]), *texts])
-    pending = _pending(out) if out.is_dir() else None
-    built = (out / CURRENT).is_file()
-    if built and not overwrite:
-        done = _manifest_or_none(out)
-        if done is not None and done.index_params.get("build_key") == key and done.generation == 1:
-            (out / PENDING).unlink(missing_ok=True)  # this very build, killed after its switch (or run again)
-            logger.info("%s already holds this build: nothing to do", out)
-            return done
-    resume = pending is not None and pending.get("key") == key and not built
-    if out.exists() and any(p.name != LOCK for p in out.iterdir()) and not resume:
-        if not overwrite:
-            what = ("holds an interrupted build of other texts or options: run that command again, or pass "
-                    "--overwrite" if pending and not built else "exists and is not empty; pass --overwrite or "
-                    "another --out")
-            raise DistillError(f"{out} {what}")
-        if not is_index_folder(out) and not pending:
-            raise DistillError(f"{out} is not an index folder; refusing to overwrite it")
-        _drop_old(out)
-        shutil.rmtree(out)
+    done, resume = _claim_folder(out, key, overwrite)
+    if done is not None:
+        return done
     out.mkdir(parents=True, exist_ok=True)
     where_ = where(out, url)
     with writer_lock(out), guarded(out, url):
@@ -268,16 +252,15 @@ def build_qdrant(model: EmbeddingModel, texts: list[str], out: str | Path, dims:
             exists = client.collection_exists(collection)  # the first request: an unreachable server fails here
             save_json(out / PENDING, {"op": "build", "key": key, "count": len(texts), "url": url,
                                       "collection": collection})
-            if exists:
-                if not resume:
-                    if not overwrite:
-                        raise QdrantError(f"collection {collection} already exists at {where_}: pass --overwrite "
-                                          "to replace it, or --collection another name")
-                    client.delete_collection(collection)
-                    create_collection(client, collection, dims, metric, precision, local=url is None)
-                check_collection(client, collection, dims, metric, where_)
-            else:
+            if exists and not resume:
+                if not overwrite:
+                    raise QdrantError(f"collection {collection} already exists at {where_}: pass --overwrite "
+                                      "to replace it, or --collection another name")
+                client.delete_collection(collection)
+            if not exists or not resume:
                 create_collection(client, collection, dims, metric, precision, local=url is None)
+            else:
+                check_collection(client, collection, dims, metric, where_)
             faults.maybe_crash("qdrant:created")
             ingest(client, collection, model, texts, 0, dims, metric, batch_size, upsert_batch, progress)
             n = count_points(client, collection)
@@ -297,6 +280,34 @@ def build_qdrant(model: EmbeddingModel, texts: list[str], out: str | Path, dims:
         gen.mkdir(exist_ok=True)
         _finish(out, gen, manifest)
     return manifest
+
+
+def _claim_folder(out: Path, key: str, overwrite: bool) -> tuple[Manifest | None, bool]:
+    """Make ``out`` ready for the build of ``key``: (its manifest when this very build is already done, whether
+    an interrupted run of it is resumed). Another build in it is cleared with ``overwrite``, refused without.
+
+    :raises DistillError: a non-empty folder without ``overwrite``, or one that is not an index folder.
+    """
+    pending = _pending(out) if out.is_dir() else None
+    built = (out / CURRENT).is_file()
+    if built and not overwrite:
+        done = _manifest_or_none(out)
+        if done is not None and done.index_params.get("build_key") == key and done.generation == 1:
+            (out / PENDING).unlink(missing_ok=True)  # this very build, killed after its switch (or run again)
+            logger.info("%s already holds this build: nothing to do", out)
+            return done, False
+    resume = pending is not None and pending.get("key") == key and not built
+    if out.exists() and any(p.name != LOCK for p in out.iterdir()) and not resume:
+        if not overwrite:
+            what = ("holds an interrupted build of other texts or options: run that command again, or pass "
+                    "--overwrite" if pending and not built else "exists and is not empty; pass --overwrite or "
+                    "another --out")
+            raise DistillError(f"{out} {what}")
+        if not is_index_folder(out) and not pending:
+            raise DistillError(f"{out} is not an index folder; refusing to overwrite it")
+        _drop_old(out)
+        shutil.rmtree(out)
+    return None, resume
 
 
 def _manifest_or_none(out: Path) -> Manifest | None:
