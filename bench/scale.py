@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -114,6 +113,7 @@ def worker_config(args):
 
 def worker(args) -> None:
     """One `distill run` (up to ``--until``) in this process; prints its stage seconds and peak RSS as JSON."""
+    from distill.memory import peak_rss_mb
     from distill.pipeline.run import run
 
     cfg = worker_config(args)
@@ -127,7 +127,7 @@ def worker(args) -> None:
     train = json.loads(train_path.read_text()) if train_path.is_file() else {}
     print(json.dumps({"total": total, "prepare": meta["seconds"], "stages": summary.get("stage_seconds", {}),
                       "train": {k: train.get(k) for k in ("steps", "seconds", "final_loss")},
-                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "maxrss_mb": peak_rss_mb()}))
 
 
 def run_worker(teacher: Path, corpus: Path, out: Path, targets: Path, until: str = "export",
