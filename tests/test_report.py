@@ -174,3 +174,25 @@ def test_bytes_per_vector_rows_are_compare_precisions_on_the_holdout(tiny_run):
     section = html[html.index('<section id="bytes">'):html.index('<section id="training">')]
     assert '<img alt="bytes"' in section and "report-bytes.json" in section
     assert f"{rows[('student', 32, 'binary')]['overlap']:.3f}" in section  # the table under the plot
+
+
+def test_a_report_without_its_target_cache_labels_tokens_with_the_runs_teacher_options(tiny_run, tmp_path,
+                                                                                        monkeypatch):
+    """The cache gone (moved, cleaned), the report labels its plotted tokens afresh with the teacher the run
+    was labeled with: every option of config.json, its dtype among them."""
+    import distill.pipeline.prepare as prepare_module
+    import distill.report.data as report_data
+
+    page, _ = tiny_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(page.parent, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["teacher_dtype"] = "float32"
+    (run_dir / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(report_data, "_find_vocab_targets", lambda run_dir: None)  # the cache is gone
+    seen = []
+    real = prepare_module.run_teacher
+    monkeypatch.setattr(prepare_module, "run_teacher", lambda cfg, state: seen.append(cfg) or real(cfg, state))
+    data = load_run(run_dir)
+    assert [c.teacher_dtype for c in seen] == ["float32"] and seen[0].teacher == config["teacher"]
+    assert data.tokens is not None and len(data.tokens.strings) >= 2

@@ -115,11 +115,10 @@ def _teacher_vectors(config: dict, summary: dict, run_dir: Path, wanted: list[st
     if vocab is not None:
         return list(vocab.strings), np.asarray(vocab.ids), np.asarray(vocab.pooled, dtype=np.float32), None
     logger.info("no cached vocab targets for this run's teacher; labeling the plotted tokens afresh")
-    from distill.teachers import load_teacher
+    from distill.pipeline.config import RunConfig
+    from distill.pipeline.prepare import run_teacher
 
-    teacher = load_teacher(config["teacher"], device=config.get("device"), pooling=config.get("pooling"),
-                           layer=config.get("layer", -1), max_length=config.get("max_length"),
-                           prompt=config.get("prompt"))
+    teacher = run_teacher(RunConfig.from_dict(config), None)  # every option that decides its targets, dtype too
     ids, strings = teacher.vocab()
     row = {s: i for s, i in zip(strings, ids.tolist())}
     keep = [s for s in wanted if s in row]
