@@ -96,8 +96,8 @@ def build(
         raise DistillError("--index-type chooses a FAISS index; Qdrant builds its own (HNSW on a server)")
     if upsert_batch < 1:
         raise DistillError("--upsert-batch must be at least 1")
-    texts = _read_texts(corpus, text_column, limit)
     if backend is Backend.QDRANT:
+        texts = _read_texts(corpus, text_column, limit)
         from distill.index.qdrant import build_qdrant, qdrant, where
 
         qdrant()  # a missing qdrant-client is an error before the model loads
@@ -108,6 +108,9 @@ def build(
                    f"vectors {','.join(f'd{d}' for d in m.dims)} ({m.metric}, {m.precision}"
                    + (f", space {m.space}" if m.space else "") + ")")
         return
+    from distill.pipeline.corpus import Corpus
+
+    texts = Corpus(str(corpus), text_column=text_column, limit=limit)  # streamed: a corpus of any size
     m = build_index(load_model(model, space=space), texts, out, dims=parse_dims(dims), index_type=index_type,
                     spec=model, batch_size=batch_size, progress=True, overwrite=overwrite, metric=metric,
                     precision=precision, space_spec=space)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from distill import faults
 from distill.errors import CorpusError
+from distill.index.ivf import extend_index
 from distill.index.models import EmbeddingModel, embed, model_identity
 from distill.index.precision import Precision, binary_codes
 from distill.index.search import prefix
@@ -105,7 +106,7 @@ def add_to_index(folder: str | Path, model: EmbeddingModel, texts: list[str], ba
         for d in m.dims:
             index = read_faiss(live / index_file(d), m.precision)
             x_d = prefix(x_new, d, m.metric)
-            index.add(binary_codes(x_d) if m.precision == Precision.BINARY else x_d)
+            extend_index(index, binary_codes(x_d) if m.precision == Precision.BINARY else x_d, first)
             save_faiss(nxt / index_file(d), index)
             del index
             faults.maybe_crash(f"add:index-{d}")

@@ -18,6 +18,8 @@ from enum import Enum
 import faiss
 import numpy as np
 
+from distill.index.ivf import is_fastscan, search_unique
+
 
 class Metric(str, Enum):
     COS = "cos"  # prefixes re-normalized to unit length, inner product: cosine similarity
@@ -54,4 +56,6 @@ def index_search(index: faiss.Index | faiss.IndexBinary, x: np.ndarray, k: int) 
     if isinstance(index, faiss.IndexBinary):
         D, I = index.search(binary_codes(x), k)
         return (1.0 - 2.0 * D.astype(np.float32) / x.shape[1]).astype(np.float32), I
+    if is_fastscan(index):  # ivfpq keeps a vector in two lists: each id once
+        return search_unique(index, x, k)
     return index.search(x, k)

@@ -62,6 +62,9 @@ def search_index(ix: IndexFolder, xq: np.ndarray, k: int = 10, dim: int | None =
         return funnel_search(ix.index(funnel.d_small), ix.xb, xq, k, funnel.d_small, funnel.d_large,
                              funnel.shortlist or default_shortlist(k), metric=m.metric)
     d = dim or m.width
+    rescore = int(m.index_params.get("rescore", 0))
+    if rescore:  # ivfpq: its coarse codes choose candidates, the stored floats rank them
+        return funnel_search(ix.index(d), ix.xb, xq, k, d, d, max(rescore, k), metric=m.metric)
     return index_search(ix.index(d), prefix(xq, d, m.metric), k)
 
 

@@ -37,6 +37,15 @@ def knn(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     return index.search(np.ascontiguousarray(xq, dtype=np.float32), k)
 
 
+def knn_blocks(xq: np.ndarray, xb, k: int, block: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`knn` over a database read ``block`` rows at a time (a memory map, chunked vectors): never all in RAM."""
+    from faiss.contrib.exhaustive_search import knn_ground_truth
+
+    blocks = (np.ascontiguousarray(xb[s:s + block], dtype=np.float32) for s in range(0, len(xb), block))
+    return knn_ground_truth(np.ascontiguousarray(xq, dtype=np.float32), blocks, k, faiss.METRIC_INNER_PRODUCT,
+                            ngpu=0)
+
+
 def self_knn(xb: np.ndarray, k: int) -> np.ndarray:
     """The k nearest other rows of each row of ``xb`` (itself excluded): I of shape (N, k)."""
     _, I = knn(xb, xb, k + 1)
