@@ -126,6 +126,11 @@ def is_fastscan(index) -> bool:
     return isinstance(index, faiss.IndexIVFFastScan)
 
 
+def holds(index, count: int) -> bool:
+    """Whether ``index`` can hold ``count`` vectors: a spilled IVF index counts up to two entries per vector."""
+    return count <= index.ntotal <= 2 * count if is_fastscan(index) else index.ntotal == count
+
+
 def search_unique(index: faiss.IndexIVFFastScan, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``index.search`` of a spilled index, each id once: 2k are asked for (a vector can come from both its
     lists), the first k distinct ones kept (-1 and -inf pad a row with fewer)."""

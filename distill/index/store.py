@@ -38,6 +38,7 @@ import numpy as np
 
 from distill.errors import DistillError
 from distill.index.errors import IndexMismatchError, IndexNotFoundError
+from distill.index.ivf import holds
 from distill.index.models import describe_identity
 from distill.index.precision import Metric, Precision
 from distill.io import atomic_path, fsync_dir, remove_stale_tmp, save_json, save_text
@@ -401,7 +402,7 @@ class IndexFolder:
             with f:
                 index = read_faiss(f, self.manifest.precision)
             bits = -(-d // 8) * 8 if self.manifest.precision == Precision.BINARY else d
-            if index.ntotal != self.manifest.count or index.d != bits:
+            if not holds(index, self.manifest.count) or index.d != bits:
                 raise IndexNotFoundError(f"{self.generation}: {index_file(d)} holds {index.ntotal} vectors of "
                                          f"{index.d} dims, the manifest {self.manifest.count} of {bits}; "
                                          "rebuild the index")
