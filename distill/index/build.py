@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 APPROX_FROM = 1_000_000  # exact search stays fast enough below this many vectors
 IVFPQ_MIN = 10_000  # fewer vectors than this train poor k-means lists
+TARGET_RECALL = 0.95  # ivfpq's nprobe is tuned at build time to reach this estimated recall@10
 TRAIN_PER_LIST = 40  # k-means training points per inverted list (FAISS warns below 39)
 EMBED_BLOCK = 262_144  # texts embedded, stored (one vector chunk) and written to the docstore at a time
 
@@ -57,7 +58,7 @@ class IndexParams:
     ef_construction: int = 80
     ef_search: int = 64
     nlist: int | None = None  # default: about 4 sqrt(N), a power of two (ivf.default_nlist)
-    nprobe: int | None = None  # default: 1/32 of the lists (with spilling, 1/16 of the entries), at least 16
+    nprobe: int | None = None  # default: tuned per prefix size at build time (tune_nprobe, TARGET_RECALL)
     rescore: int = 100  # ivfpq candidates re-scored on the stored float vectors per query
     spill: bool = True  # ivfpq: each vector in a second (SOAR) list too
     seed: int = 0
@@ -135,7 +136,7 @@ def _make_ivf(xb, params: IndexParams, progress: bool = False) -> tuple[faiss.In
         raise DistillError(f"ivfpq needs at least {IVFPQ_MIN} vectors to train its lists, got {n}; "
                            "use --index-type flat or hnsw")
     nlist = params.nlist or ivf.default_nlist(n, TRAIN_PER_LIST)
-    nprobe = min(nlist, params.nprobe or max(nlist // 32, 16))
+    nprobe = min(nlist, params.nprobe or 16)  # build_index tunes it when not given
     m = ivf.fastscan_subquantizers(d)
     n_train = min(n, max(TRAIN_PER_LIST * nlist, IVFPQ_MIN))
     rng = np.random.default_rng(params.seed)
@@ -146,30 +147,79 @@ def _make_ivf(xb, params: IndexParams, progress: bool = False) -> tuple[faiss.In
                    "spill": params.spill, "nprobe": nprobe, "rescore": params.rescore, "trained_on": n_train}
 
 
-def estimate_recall(index, xb, k: int = 10, nq: int = 200, seed: int = 0, rescore: int = 0) -> float:
-    """recall@k of ``index`` (any precision) against exact float search, with ``nq`` database vectors as queries.
+class RecallProbe:
+    """Exact neighbours of ``nq`` database vectors, computed once, to estimate an index's recall@k against.
 
     A database vector finds itself first in both searches, which would count as a free hit: each
     query's own row is dropped from both lists (k + 1 are asked for), so the figure is the recall of
-    its k real neighbours. ``index`` holds the rows of ``xb`` (any array-like sliced by rows, read in
-    blocks) under ids 0..n-1; ``rescore``: the search re-ranks that many candidates on ``xb``, as queries do.
+    its k real neighbours. ``xb``: any array-like sliced by rows (read in blocks), ids 0..n-1 in the index.
     """
-    rng = np.random.default_rng(seed)
-    qid = np.sort(rng.choice(len(xb), min(nq, len(xb)), replace=False))
-    xq = np.ascontiguousarray(xb[qid], dtype=np.float32)
-    k = min(k, len(xb) - 1)
-    if k < 1:
-        return 1.0
-    _, I_true = knn_blocks(xq, xb, k + 1)
-    if rescore:  # xb is what the index compares already: plain inner products re-rank it
-        _, I = rerank(xq, xb, index_search(index, xq, max(rescore, k + 1))[1], k + 1, xb.shape[1], Metric.DOT)
-    else:
-        _, I = index_search(index, xq, k + 1)
 
-    def others(rows: np.ndarray) -> np.ndarray:
-        return np.stack([[i for i in row if i != q][:k] for row, q in zip(rows, qid)])
+    def __init__(self, xb, k: int = 10, nq: int = 200, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.xb, self.k = xb, min(k, len(xb) - 1)
+        self.qid = np.sort(rng.choice(len(xb), min(nq, len(xb)), replace=False))
+        self.xq = np.ascontiguousarray(xb[self.qid], dtype=np.float32)
+        self.truth = self._others(knn_blocks(self.xq, xb, self.k + 1)[1]) if self.k >= 1 else None
 
-    return recall_at_k(others(I_true), others(I), k)
+    def _others(self, rows: np.ndarray) -> np.ndarray:
+        return np.stack([[i for i in row if i != q][:self.k] for row, q in zip(rows, self.qid)])
+
+    def recall(self, index, rescore: int = 0) -> float:
+        """recall@k of ``index``; ``rescore``: its search re-ranks that many candidates on ``xb``, as queries do."""
+        if self.truth is None:
+            return 1.0
+        k1 = self.k + 1
+        if rescore:  # xb is what the index compares already: plain inner products re-rank it
+            _, I = rerank(self.xq, self.xb, index_search(index, self.xq, max(rescore, k1))[1], k1, self.xb.shape[1],
+                          Metric.DOT)
+        else:
+            _, I = index_search(index, self.xq, k1)
+        return recall_at_k(self.truth, self._others(I), self.k)
+
+
+def estimate_recall(index, xb, k: int = 10, nq: int = 200, seed: int = 0, rescore: int = 0) -> float:
+    """recall@k of ``index`` (any precision) against exact float search, ``nq`` database vectors as queries
+    (see :class:`RecallProbe`)."""
+    return RecallProbe(xb, k, nq, seed).recall(index, rescore)
+
+
+def tune_nprobe(index, probe: RecallProbe, rescore: int, target: float = TARGET_RECALL) -> tuple[int, float]:
+    """The smallest power-of-two nprobe from 8 whose estimated recall@10 reaches ``target`` (or every list), and
+    that recall: how far to probe depends on how clustered the vectors are, which only a measurement tells."""
+    nprobe = min(8, index.nlist)
+    while True:
+        index.nprobe = nprobe
+        r = probe.recall(index, rescore)
+        if r >= target or nprobe >= index.nlist:
+            return nprobe, r
+        nprobe = min(2 * nprobe, index.nlist)
+
+
+class _OneChunkAtATime:
+    """Chunk files read whole when asked for, the last one kept: what a build reads its stored vectors through.
+    (Through a memory map, a pass over 10 GB of vectors leaves all of them resident in the building process.)"""
+
+    def __init__(self, paths: list[Path]):
+        self.paths, self._last = paths, (-1, None)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, c: int) -> np.ndarray:
+        if self._last[0] != c:
+            self._last = (-1, None)  # drop the previous chunk before reading the next
+            self._last = (c, np.load(self.paths[c]))
+        return self._last[1]
+
+
+class StoredChunks(ChunkedVectors):
+    """The vectors a build stored (``lengths`` rows per chunk file), read by whole chunks, one in memory at a time."""
+
+    def __init__(self, paths: list[Path], lengths: list[int], width: int):
+        self.chunks = _OneChunkAtATime(paths)
+        self.starts = np.cumsum([0, *lengths])
+        self.shape, self.dtype, self.ndim = (int(self.starts[-1]), width), np.dtype(np.float32), 2
 
 
 class Prefixes:
@@ -276,12 +326,16 @@ def build_index(model: EmbeddingModel, texts: Iterable[str], out: str | Path, di
                                     batch_size, progress, total)
         n = sum(chunks)
         index_type = choose_index_type(n, index_type, precision)
-        xb = ChunkedVectors([np.load(gen / chunk_file(i), mmap_mode="r") for i in range(len(chunks))])
-        recalls, used = {}, {}
+        xb = StoredChunks([gen / chunk_file(i) for i in range(len(chunks))], chunks, max(dims))
+        recalls, used, probes = {}, {}, {}
         for d in dims:
             xd = Prefixes(xb, d, metric)
             index, used = make_index(xd, index_type, params, precision, progress)
-            if index_type is not IndexType.FLAT or precision is not Precision.FLOAT32:
+            if index_type is IndexType.IVFPQ and params.nprobe is None:
+                probed, recalls[str(d)] = tune_nprobe(index, RecallProbe(xd, seed=params.seed), params.rescore)
+                used = {**used, "nprobe": probed, "nprobe_by_dim": {**probes, str(d): probed}}
+                probes = used["nprobe_by_dim"]
+            elif index_type is not IndexType.FLAT or precision is not Precision.FLOAT32:
                 recalls[str(d)] = estimate_recall(index, xd, seed=params.seed, rescore=used.get("rescore", 0))
                 logger.info("%s %s index at %d dims: recall@10 %.3f against exact search", index_type.value,
                             precision.value, d, recalls[str(d)])

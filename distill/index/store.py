@@ -406,7 +406,7 @@ class IndexFolder:
                 raise IndexNotFoundError(f"{self.generation}: {index_file(d)} holds {index.ntotal} vectors of "
                                          f"{index.d} dims, the manifest {self.manifest.count} of {bits}; "
                                          "rebuild the index")
-            _set_search_params(index, self.manifest.index_params)
+            _set_search_params(index, self.manifest.index_params, d)
             self._indexes[d] = index
         return self._indexes[d]
 
@@ -423,9 +423,10 @@ class IndexFolder:
         self.close()
 
 
-def _set_search_params(index, params: dict) -> None:
+def _set_search_params(index, params: dict, d: int) -> None:
     """Search-time knobs are not all saved inside FAISS files (efSearch is), so set them from the manifest."""
-    if "nprobe" in params and hasattr(index, "nprobe"):
-        index.nprobe = int(params["nprobe"])
+    nprobe = params.get("nprobe_by_dim", {}).get(str(d), params.get("nprobe"))
+    if nprobe is not None and hasattr(index, "nprobe"):
+        index.nprobe = int(nprobe)
     if "ef_search" in params and hasattr(index, "hnsw"):
         index.hnsw.efSearch = int(params["ef_search"])
