@@ -128,3 +128,21 @@ def test_an_empty_iterable_is_refused_before_anything_is_written(tmp_path, model
     with pytest.raises(CorpusError, match="no texts"):
         build_index(model, iter([]), tmp_path / "ix")
     assert not (tmp_path / "ix").exists()
+
+
+def test_row_file_reads_what_numpy_wrote_and_outlives_its_path(tmp_path):
+    from distill.index.chunks import RowFile
+
+    x = np.random.default_rng(0).standard_normal((300, 24)).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    f = RowFile(tmp_path / "v.npy")
+    (tmp_path / "v.npy").unlink()  # an add retiring the generation: an open reader keeps reading
+    ids = np.array([299, 0, 17, 17, -1])
+    np.testing.assert_array_equal(f[ids], x[ids])
+    np.testing.assert_array_equal(f[ids, :8], x[ids, :8])
+    np.testing.assert_array_equal(f[10:250:3], x[10:250:3])
+    np.testing.assert_array_equal(f[5], x[5])
+    np.testing.assert_array_equal(np.asarray(f), x)
+    with pytest.raises(IndexError, match="out of range"):
+        f[np.array([300])]
+    f.close()

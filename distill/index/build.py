@@ -16,12 +16,12 @@ import numpy as np
 
 from distill.errors import CorpusError, DistillError
 from distill.index import ivf
+from distill.index.chunks import StoredChunks
 from distill.index.models import EmbeddingModel, embed, model_dims, model_identity, model_spec
 from distill.index.precision import Metric, Precision, binary_codes, index_search
 from distill.index.search import knn_blocks, prefix, recall_at_k, rerank
 from distill.index.store import (
     DOCS,
-    ChunkedVectors,
     DocStore,
     Manifest,
     chunk_file,
@@ -194,32 +194,6 @@ def tune_nprobe(index, probe: RecallProbe, rescore: int, target: float = TARGET_
         if r >= target or nprobe >= index.nlist:
             return nprobe, r
         nprobe = min(2 * nprobe, index.nlist)
-
-
-class _OneChunkAtATime:
-    """Chunk files read whole when asked for, the last one kept: what a build reads its stored vectors through.
-    (Through a memory map, a pass over 10 GB of vectors leaves all of them resident in the building process.)"""
-
-    def __init__(self, paths: list[Path]):
-        self.paths, self._last = paths, (-1, None)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, c: int) -> np.ndarray:
-        if self._last[0] != c:
-            self._last = (-1, None)  # drop the previous chunk before reading the next
-            self._last = (c, np.load(self.paths[c]))
-        return self._last[1]
-
-
-class StoredChunks(ChunkedVectors):
-    """The vectors a build stored (``lengths`` rows per chunk file), read by whole chunks, one in memory at a time."""
-
-    def __init__(self, paths: list[Path], lengths: list[int], width: int):
-        self.chunks = _OneChunkAtATime(paths)
-        self.starts = np.cumsum([0, *lengths])
-        self.shape, self.dtype, self.ndim = (int(self.starts[-1]), width), np.dtype(np.float32), 2
 
 
 class Prefixes:

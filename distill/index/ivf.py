@@ -55,18 +55,23 @@ def new_ivf(d: int, nlist: int, m: int) -> faiss.IndexIVFPQFastScan:
     return index
 
 
-def spill_assign(quantizer: faiss.Index, centroids: np.ndarray, x: np.ndarray,
-                 lam: float = SPILL_LAMBDA) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's nearest list and its SOAR second list: two (n,) int64 arrays."""
+def spill_assign(quantizer: faiss.Index, centroids: np.ndarray, x: np.ndarray, lam: float = SPILL_LAMBDA,
+                 piece: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest list and its SOAR second list: two (n,) int64 arrays (``piece`` rows at a time: the
+    candidates' differences are (piece, candidates, d) floats)."""
     _, A = quantizer.search(x, min(SPILL_CANDIDATES, len(centroids)))
     first = A[:, 0]
     if A.shape[1] < 2:
         return first, first
-    r = x - centroids[first]
-    r /= np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
-    diff = x[:, None, :] - centroids[A[:, 1:]]  # (n, c - 1, d)
-    cost = np.einsum("ncd,ncd->nc", diff, diff) + lam * np.einsum("nd,ncd->nc", r, diff) ** 2
-    return first, A[np.arange(len(A)), 1 + cost.argmin(axis=1)]
+    second = np.empty_like(first)
+    for s in range(0, len(x), piece):
+        xs, a = x[s:s + piece], A[s:s + piece]
+        r = xs - centroids[a[:, 0]]
+        r /= np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
+        diff = xs[:, None, :] - centroids[a[:, 1:]]  # (piece, c - 1, d)
+        cost = np.einsum("ncd,ncd->nc", diff, diff) + lam * np.einsum("nd,ncd->nc", r, diff) ** 2
+        second[s:s + piece] = a[np.arange(len(a)), 1 + cost.argmin(axis=1)]
+    return first, second
 
 
 def _pack(packer: faiss.CodePacker, codes: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ import faiss
 import numpy as np
 
 from distill.errors import DistillError
+from distill.index.chunks import ChunkedVectors, RowFile
 from distill.index.errors import IndexMismatchError, IndexNotFoundError
 from distill.index.ivf import holds
 from distill.index.models import describe_identity
@@ -301,50 +302,6 @@ class DocStore:
 
 
 # ---- reading ----------------------------------------------------------------------------------------
-class ChunkedVectors:
-    """The stored vectors, several ``.npy`` chunks, as one read-only (count, width) array-like.
-
-    Rows are read where asked (``xb[ids]``, ``xb[ids, :d]``, slices) without concatenating the
-    chunks; ``np.asarray(xb)`` reads them all.
-    """
-
-    def __init__(self, chunks: list[np.ndarray]):
-        self.chunks = chunks  # memory maps, (rows_i, width) each
-        self.starts = np.cumsum([0] + [len(c) for c in chunks])  # (n_chunks + 1,) first id of each
-        self.shape = (int(self.starts[-1]), int(chunks[0].shape[1]))
-        self.dtype = chunks[0].dtype
-        self.ndim = 2
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key):
-        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
-        if isinstance(rows, (int, np.integer)):
-            return self.take(np.array([rows]), cols)[0]
-        if isinstance(rows, slice):
-            rows = np.arange(*rows.indices(len(self)))
-        rows = np.asarray(rows)
-        return self.take(np.flatnonzero(rows) if rows.dtype == bool else rows, cols)
-
-    def take(self, ids: np.ndarray, cols=slice(None)) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        ids = np.where(ids < 0, ids + len(self), ids)
-        if len(ids) and (ids.min() < 0 or ids.max() >= len(self)):
-            raise IndexError(f"row ids out of range 0..{len(self) - 1}")
-        which = np.searchsorted(self.starts, ids, side="right") - 1  # chunk of each id
-        width = len(range(self.shape[1])[cols])
-        out = np.empty((len(ids), width), dtype=self.dtype)
-        for c in np.unique(which):
-            sel = which == c
-            out[sel] = self.chunks[c][ids[sel] - self.starts[c], cols]
-        return out
-
-    def __array__(self, dtype=None, copy=None):
-        a = np.concatenate(self.chunks) if len(self.chunks) > 1 else np.array(self.chunks[0])
-        return a.astype(dtype) if dtype is not None else a
-
-
 class IndexFolder:
     """An index folder opened for reading: manifest, docstore, vectors and FAISS indexes.
 
@@ -374,7 +331,7 @@ class IndexFolder:
                                      "distill.index.query.open_index")
         if not (self.folder / DOCS).is_file():
             raise IndexNotFoundError(f"{self.folder}: {DOCS} is missing; rebuild the index")
-        chunks = [np.load(gen / chunk_file(i), mmap_mode="r") for i in range(len(m.chunks))]
+        chunks = [RowFile(gen / chunk_file(i)) for i in range(len(m.chunks))]
         if (sum(m.chunks) != m.count or not chunks
                 or any(c.shape != (rows, m.width) for c, rows in zip(chunks, m.chunks))):
             raise IndexNotFoundError(f"{gen}: the vector chunks hold {[c.shape for c in chunks]}, the manifest "
@@ -412,6 +369,7 @@ class IndexFolder:
 
     def close(self) -> None:
         self.docs.close()
+        self._xb.close()
         for f in self._files.values():
             f.close()
         self._files = {}
