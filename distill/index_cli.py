@@ -166,10 +166,11 @@ def info(
     if json_out:
         typer.echo(json.dumps(d, ensure_ascii=False, indent=2))
         return
-    for key in ("backend", "location", "collection", "count", "points", "dims", "metric", "precision",
-                "index_type", "model", "model_spec", "space", "space_spec", "generation", "last_add"):
-        if key in d and (d[key] is not None or key == "space"):
+    for key in ("backend", "location", "collection", "count", "points", "dims", "metric", "precision", "index_type",
+                "index_params", "recall_at_10", "model", "model_spec", "space", "space_spec", "generation", "last_add"):
+        if key in d and (d[key] is not None or key == "space") and d[key] != {}:
             value = ",".join(map(str, d[key])) if key == "dims" else d[key]
+            value = json.dumps(value) if isinstance(value, dict) else value
             typer.echo(f"{key + ':':<12} {'none' if value is None else value}")
     if d.get("points") is not None and d["points"] != d["count"]:
         typer.echo(f"note: the collection holds {d['points'] - d['count']} points past the manifest's count (an add "

@@ -110,8 +110,8 @@ def describe_index(folder: str | Path) -> dict:
 
         info.update(location=where(folder, m.location), collection=m.collection, points=live_count(folder, m),
                     add_pending=pending.is_file())
-    else:
-        info["location"] = str(gen)
+    else:  # how it searches: nlist, nprobe per prefix size, rescoring; and its recall@10 estimated at build
+        info.update(location=str(gen), index_params=m.index_params, recall_at_10=m.recall_at_10)
     return info
 
 
