@@ -3,6 +3,7 @@
 
     python bench/index_scale.py --student DIR                          # 1M and 10M (about 40 min on 2 cores)
     python bench/index_scale.py --student DIR --sizes 1000000 --nprobe 64,128,256   # a sweep at 1M
+    python bench/index_scale.py --student DIR --sizes 1000000 --types auto,hnsw     # and HNSW beside it
 
 ``DIR`` is a distill student (``distill run --student static --out RUN`` makes one in a minute: RUN/student);
 a static student embeds 10M texts in about 3 minutes here. The corpus is built: random windows of 6-30
@@ -74,7 +75,7 @@ def worker_build(args) -> dict:
 
     t0 = time.perf_counter()
     build_index(load_model(str(args.student)), Corpus(str(args.corpus)), args.out, dims=[args.dim],
-                spec=str(args.student), overwrite=True)
+                index_type=args.index_type, spec=str(args.student), overwrite=True)
     peak, _ = peak_and_file_rss_mb()
     return {"seconds": time.perf_counter() - t0, "peak_mb": peak}
 
@@ -122,14 +123,14 @@ def main() -> None:
     ap.add_argument("--queries", type=Path)
     ap.add_argument("--result", type=Path)
     ap.add_argument("--nprobe-one", type=int, default=0)
+    ap.add_argument("--index-type", default="auto", help="worker: the --index-type to build")
+    ap.add_argument("--types", default="auto", help="index types to build at each size, e.g. auto,hnsw")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps((worker_build if args.worker == "build" else worker_query)(args)))
         return
     if args.student is None:
         ap.error("--student DIR is needed (distill run --student static --out RUN makes RUN/student)")
-    from distill.index.search import knn_blocks, recall_at_k
-    from distill.index.store import IndexFolder
     from distill.models import load_model
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -139,33 +140,48 @@ def main() -> None:
     xq = np.load(queries)
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        corpus, out = args.work / f"corpus-{n}.txt", args.work / f"index-{n}"
+        corpus = args.work / f"corpus-{n}.txt"
         write_corpus(corpus, words, n)
-        b = worker("build", student=args.student, corpus=corpus, out=out, dim=args.dim)
-        with IndexFolder(out) as ix:
-            m = ix.manifest
-            t0 = time.perf_counter()
-            _, I_true = knn_blocks(xq, ix.xb, 10)
-            exact_s = time.perf_counter() - t0
-        vec_mb, idx_mb = disk_mb(out, "*.npy"), disk_mb(out, "*.faiss")
-        rows.append((n, "exact (flat, the stored vectors read in blocks)", "", f"{len(xq) / exact_s:,.1f}", "1.000", "",
-                     f"{vec_mb:,.0f}"))
-        p = m.index_params
-        for nprobe in [0] + [int(v) for v in args.nprobe.split(",") if v]:
-            q = worker("query", out=out, queries=queries, result=args.work / "I.npy", dim=args.dim, nprobe_one=nprobe)
-            recall = recall_at_k(I_true, np.load(args.work / "I.npy"), 10)
-            what = m.index_type + (f" nlist {p['nlist']} nprobe {nprobe or p['nprobe']}, {p['rescore']} rescored"
-                                   if "nlist" in p else "") + (" (built default)" if not nprobe else "")
-            build = f"{b['seconds']:,.0f} s, peak {b['peak_mb'] / 1024:.2f} GB" if not nprobe else ""
-            rows.append((n, what, build, f"{q['qps']:,.0f}", f"{recall:.3f}",
-                         f"{q['peak_mb'] / 1024:.2f} GB ({q['file_mb'] / 1024:.2f} mapped)", f"{idx_mb:,.0f}"))
-            print(rows[-1], flush=True)
+        I_true = None
+        for kind in args.types.split(","):
+            out = args.work / (f"index-{n}" + ("" if kind == "auto" else f"-{kind}"))
+            I_true = measure(args, rows, n, kind, corpus, out, queries, xq, I_true)
     print(f"\n{args.dim}-d static-student vectors of built word-window texts, 1,000 queries, k=10, "
           f"{os.cpu_count()} CPUs\n")
     print("| vectors | search | build (wall, peak RSS) | queries/s | recall@10 | query peak RSS | on disk (MB) |")
     print("|---:|---|---|---:|---:|---|---:|")
     for r in rows:
         print(f"| {r[0]:,} | " + " | ".join(r[1:]) + " |")
+
+
+def measure(args, rows: list, n: int, kind: str, corpus: Path, out: Path, queries: Path, xq: np.ndarray,
+            I_true: np.ndarray | None) -> np.ndarray:
+    """Build one index type in a worker, query it in another; the exact row once per size."""
+    from distill.index.search import knn_blocks, recall_at_k
+    from distill.index.store import IndexFolder
+
+    b = worker("build", student=args.student, corpus=corpus, out=out, dim=args.dim, index_type=kind)
+    with IndexFolder(out) as ix:
+        m = ix.manifest
+        if I_true is None:
+            t0 = time.perf_counter()
+            _, I_true = knn_blocks(xq, ix.xb, 10)
+            exact_s = time.perf_counter() - t0
+            rows.append((n, "exact (flat, the stored vectors read in blocks)", "", f"{len(xq) / exact_s:,.1f}",
+                         "1.000", "", f"{disk_mb(out, '*.npy'):,.0f}"))
+    idx_mb = disk_mb(out, "*.faiss")
+    p = m.index_params
+    for nprobe in [0] + ([int(v) for v in args.nprobe.split(",") if v] if "nlist" in p else []):
+        q = worker("query", out=out, queries=queries, result=args.work / "I.npy", dim=args.dim, nprobe_one=nprobe)
+        recall = recall_at_k(I_true, np.load(args.work / "I.npy"), 10)
+        what = m.index_type + (f" nlist {p['nlist']} nprobe {nprobe or p['nprobe']}, {p['rescore']} rescored"
+                               if "nlist" in p else f" M{p['hnsw_m']} efSearch {p['ef_search']}" if "hnsw_m" in p
+                               else "") + (" (built default)" if not nprobe else "")
+        build = f"{b['seconds']:,.0f} s, peak {b['peak_mb'] / 1024:.2f} GB" if not nprobe else ""
+        rows.append((n, what, build, f"{q['qps']:,.0f}", f"{recall:.3f}",
+                     f"{q['peak_mb'] / 1024:.2f} GB ({q['file_mb'] / 1024:.2f} mapped)", f"{idx_mb:,.0f}"))
+        print(rows[-1], flush=True)
+    return I_true
 
 
 if __name__ == "__main__":
